@@ -1,0 +1,11 @@
+// The sub-commands of the sdgen CLI. Each add_*_command registers its options on `app` and a
+// callback that runs it; errors propagate as sdgen::Error to main().
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace sdgen::app {
+
+void add_devices_command(CLI::App& app);   // sdgen devices: what compute devices this build sees
+
+}  // namespace sdgen::app

@@ -1,0 +1,48 @@
+// sdgen's error types.
+//
+// Every failure a user can cause (a bad flag, a malformed file, a model that does not match its
+// config) is an exception carrying a message that makes sense without the source code. They are
+// thrown anywhere and caught once, in app/main.cpp, which prints `sdgen: error: <message>` and
+// exits with 2 for usage errors and 1 for everything else. Library code never calls exit() and
+// never asserts on input.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace sdgen {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The command line itself is wrong (unknown option value, size not a multiple of 8, ...).
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A model, tokenizer or config file is unusable. The message names the file and, where there is
+// one, the tensor or key.
+class ModelError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A compute backend or device failed (CUDA call, out of memory, ...).
+class BackendError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Builds a message from streamable parts: throw ModelError(cat(path, ": tensor '", name, "' ..."));
+template <class... Parts>
+std::string cat(const Parts&... parts) {
+  std::ostringstream out;
+  (out << ... << parts);
+  return out.str();
+}
+
+}  // namespace sdgen

@@ -1,0 +1,9 @@
+#include "tests/support/paths.hpp"
+
+namespace sdgen::test {
+
+std::filesystem::path data_dir() { return SDGEN_TEST_DATA_DIR; }
+std::filesystem::path shared_dir() { return SDGEN_SHARED_DIR; }
+std::filesystem::path sdgen_binary() { return SDGEN_BINARY; }
+
+}  // namespace sdgen::test

@@ -1,0 +1,16 @@
+// Where tests find their data and the binary under test.
+#pragma once
+
+#include <filesystem>
+
+namespace sdgen::test {
+
+// tests/data: fixtures copied from ../shared/golden (our own data); always present.
+std::filesystem::path data_dir();
+// ../shared beside the checkout: third-party data (the real CLIP vocabulary). May be absent;
+// tests that need it return early with a WARN (Catch2 v2 has no SKIP).
+std::filesystem::path shared_dir();
+// The sdgen executable, for tests that run the real command line.
+std::filesystem::path sdgen_binary();
+
+}  // namespace sdgen::test
