@@ -7,5 +7,7 @@
 namespace sdgen::app {
 
 void add_devices_command(CLI::App& app);   // sdgen devices: what compute devices this build sees
+void add_inspect_command(CLI::App& app);   // sdgen inspect MODEL: layout, configs, every tensor checked
+void add_tokenize_command(CLI::App& app);  // sdgen tokenize -m MODEL TEXT: the token ids as JSON
 
 }  // namespace sdgen::app

@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "sdgen 0.1.0");
   app.require_subcommand(1);
   sdgen::app::add_devices_command(app);
+  sdgen::app::add_inspect_command(app);
+  sdgen::app::add_tokenize_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
