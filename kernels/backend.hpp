@@ -1,0 +1,139 @@
+// THE op set: every computation the networks (CLIP, UNet, VAE) perform, as one abstract Backend.
+//
+// lib/ writes each model once against this interface; kernels/cpu and kernels/cuda implement it,
+// and kernels/shape_backend validates shapes and computes nothing (memory planning, cheap tests).
+// Fusions are part of the op set, not discovered by pattern matching: "conv2d with the ResNet time
+// embedding added per channel and the skip added" is ONE call, so the GPU can do it in one kernel
+// and the CPU implements the same semantics simply; every fusion therefore has a reference.
+//
+// Conventions, for every op:
+//  * destination passing: the caller allocates `out` (from the arena); ops never allocate
+//    activations. `out` never overlaps an input unless the op says so (then only exactly: the same
+//    data, shape and strides).
+//  * memory: tensors are contiguous unless the op says otherwise ("rows": the last dimension has
+//    stride 1 and the leading ones collapse to a single row stride, e.g. a column slice of a fused
+//    buffer).
+//  * layouts: images are NHWC [B, H, W, C]; token sequences [B, N, C]; shapes outermost first.
+//  * weights: Linear [out, in] (torch layout); Conv2d [Cout, KH, KW, Cin] (OHWI: re-laid out once at
+//    load from torch's OIHW, so the inner loop over Cin is contiguous in both x and w in NHWC).
+//    Either strided, or packed by this backend's prepare_weight (the fast path: see below).
+//  * dtypes: F32 everywhere on the CPU reference path; a backend documents any other compute dtype
+//    (e.g. BF16 weights on the CPU, F16 on the GPU) and always accumulates in F32, with norm
+//    statistics in F32.
+//  * arguments are typed structs with designated initialisers: {.bias = &b, .act = Act::Silu}.
+//  * each backend validates its arguments once, at entry, and throws sdgen::Error with a message
+//    naming the op and the offending shapes ("group_norm: x is [2, 64, 64, 320] but gamma has 640").
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+#include "lib/core/tensor.hpp"
+
+namespace sdgen {
+
+enum class Act { None, Silu, Gelu, GeluTanh, QuickGelu };
+
+// out = act(x @ w^T + bias) + residual.   x [..., K], w [N, K], bias [N], residual/out [..., N]
+// x, residual and out are "rows" (see above); the leading dimensions of all three agree.
+struct LinearArgs {
+  const Tensor* bias = nullptr;
+  Act act = Act::None;
+  const Tensor* residual = nullptr;  // added after the activation
+};
+
+// out = (conv(x, w) + bias + add_per_channel[b, :] + residual) * output_scale.
+//   x [B, H, W, Cin], w [Cout, KH, KW, Cin], out [B, Ho, Wo, Cout]; padding is symmetric zeros;
+//   Ho = (H + 2 * padding - KH) / stride + 1 (floor, as torch).
+struct Conv2dArgs {
+  int stride = 1;
+  int padding = 0;
+  const Tensor* bias = nullptr;             // [Cout]
+  const Tensor* add_per_channel = nullptr;  // [B, Cout]: the ResNet time embedding
+  const Tensor* residual = nullptr;         // [B, Ho, Wo, Cout]: the skip connection
+  float output_scale = 1.0f;                // (conv + bias + add + residual) * output_scale
+};
+
+// x [B, H, W, C] (or [B, N, C]); statistics per (batch, group of C/groups channels), in F32.
+// out may be x (in place).
+struct GroupNormArgs {
+  int groups = 32;
+  float eps = 1e-5f;
+  bool silu = false;  // SiLU applied after the affine transform
+};
+
+// over the last dimension; x and out are "rows"; out may be x (in place).
+struct LayerNormArgs {
+  float eps = 1e-5f;
+};
+
+// q [B, Nq, heads*d], k and v [B, Nk, heads*d] (views with any batch and row stride, unit stride in
+// the last dimension), out [B, Nq, heads*d] ("rows" per batch). Head h is columns [h*d, (h+1)*d).
+// softmax(q k^T * scale [+ causal mask]) v per head, computed with an online softmax over tiles of
+// keys: never the full Nq x Nk matrix of all heads at once.
+// causal: query i sees keys 0..i (torch's is_causal, aligned top-left, also when Nq != Nk), so
+// every query sees at least one key.
+struct AttentionArgs {
+  int heads = 1;
+  float scale = 0.0f;  // 0: 1/sqrt(d)
+  bool causal = false;
+};
+
+// Elementwise: out = a * alpha + b * beta (b optional). Shapes equal, or b broadcast over leading
+// dims when its shape is a suffix of a's. out may be a, or b when b has a's shape (in place).
+struct AddArgs {
+  float alpha = 1.0f;
+  float beta = 1.0f;
+};
+
+// Sinusoidal embedding of timesteps as diffusers' get_timestep_embedding:
+// t [B] (F32) -> out [B, dim]; half = dim/2; freq_i = exp(-ln(max_period) * i / (half - freq_shift));
+// out = [sin(t * freq), cos(t * freq)] ([cos, sin] when flip_sin_to_cos), computed in F32 in torch's
+// order; an odd dim gets a zero last column, as diffusers pads.
+struct TimestepEmbeddingArgs {
+  bool flip_sin_to_cos = true;
+  float freq_shift = 0.0f;
+  float max_period = 10000.0f;
+};
+
+// What a weight is for, so that a backend can lay it out for that op once, at load.
+enum class WeightUse { Linear, Conv2d };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+
+  // Weights are constants, so a backend may re-lay them out once rather than at every step
+  // (oneDNN's blocked formats, bf16 on the CPU). prepare_weight returns the tensor to pass as `w`
+  // to linear / conv2d from then on, in memory this backend owns until it is destroyed, so the
+  // caller may release the source right away. The result keeps w's shape and may be Layout::Packed
+  // (readable by this backend only). A strided weight also works everywhere, only slower.
+  // The default keeps w as it is.
+  virtual Tensor prepare_weight(const Tensor& w, WeightUse /*use*/) { return w; }
+  // Bytes the backend holds itself (prepared weights, scratch), for --profile.
+  virtual std::size_t held_bytes() const { return 0; }
+
+  virtual void linear(const Tensor& x, const Tensor& w, const Tensor& out, const LinearArgs& args) = 0;
+  virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor& out, const Conv2dArgs& args) = 0;
+  virtual void group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& out,
+                          const GroupNormArgs& args) = 0;
+  virtual void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& out,
+                          const LayerNormArgs& args) = 0;
+  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                         const AttentionArgs& args) = 0;
+  // x [..., 2F] -> out [..., F]: first half * gelu(second half) (diffusers GEGLU's chunk order).
+  virtual void geglu(const Tensor& x, const Tensor& out) = 0;
+  // out = act(x), same shape (Act::None copies); may run in place (out == x).
+  virtual void activation(const Tensor& x, const Tensor& out, Act act) = 0;
+  virtual void add(const Tensor& a, const Tensor* b, const Tensor& out, const AddArgs& args) = 0;
+  // [B, H, W, C] -> [B, 2H, 2W, C], nearest neighbour.
+  virtual void upsample_nearest2x(const Tensor& x, const Tensor& out) = 0;
+  // [B, H, W, Ca] ++ [B, H, W, Cb] -> [B, H, W, Ca + Cb] (the UNet's skip concatenation).
+  virtual void concat_channels(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  virtual void timestep_embedding(const Tensor& t, const Tensor& out, const TimestepEmbeddingArgs& args) = 0;
+  // ids [B, N] (I32) rows of table [V, C] -> out [B, N, C]; an id outside [0, V) is an error.
+  virtual void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) = 0;
+};
+
+}  // namespace sdgen
