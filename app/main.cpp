@@ -11,9 +11,11 @@
 int main(int argc, char** argv) {
   CLI::App app{"sdgen: Stable Diffusion text-to-image on CPU and CUDA"};
   app.set_version_flag("--version", "sdgen 0.1.0");
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);
+  sdgen::app::add_generate_command(app);
   sdgen::app::add_devices_command(app);
   sdgen::app::add_inspect_command(app);
+  sdgen::app::add_make_model_command(app);
   sdgen::app::add_tokenize_command(app);
   try {
     app.parse(argc, argv);

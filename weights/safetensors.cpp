@@ -1,14 +1,19 @@
 #include "weights/safetensors.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "lib/core/error.hpp"
 #include "lib/core/half.hpp"
-#include "weights/file_io.hpp"
 
 namespace sdgen::weights {
 
@@ -206,34 +211,116 @@ std::vector<float> SafeTensorsFile::to_f32(const TensorInfo& t) const {
   return out;
 }
 
-void write_safetensors(const std::filesystem::path& path, std::span<const TensorToWrite> tensors,
-                       const std::map<std::string, std::string>& metadata) {
+namespace {
+
+std::size_t tensor_bytes(const std::string& name, DType dtype, std::span<const std::int64_t> shape) {
+  std::uint64_t bytes = dtype_size(dtype);
+  for (auto d : shape)
+    if (d < 0 || !mul_fits(bytes, static_cast<std::uint64_t>(d), bytes))
+      throw Error(cat("write_safetensors: tensor '", name, "' has an invalid shape ", shape_string(shape)));
+  return static_cast<std::size_t>(bytes);
+}
+
+// The 8-byte length and the JSON header, padded with spaces so that the data area, and with it
+// every tensor written in order of decreasing element size, starts 8-byte aligned.
+std::string header_bytes(std::span<const TensorProducer> tensors, const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::size_t offset = 0;
   for (const auto& t : tensors) {
-    std::uint64_t numel = 1;
-    for (auto d : t.shape) numel *= static_cast<std::uint64_t>(d);
-    if (numel * dtype_size(t.dtype) != t.data.size())
-      throw Error(cat("write_safetensors: tensor '", t.name, "' has ", t.data.size(),
-                      " bytes for shape ", shape_string(t.shape)));
+    if (header.contains(t.name)) throw Error(cat("write_safetensors: tensor '", t.name, "' is listed twice"));
+    const std::size_t bytes = tensor_bytes(t.name, t.dtype, t.shape);
     header[t.name] = {{"dtype", std::string(dtype_name(t.dtype))},
                       {"shape", t.shape},
-                      {"data_offsets", {offset, offset + t.data.size()}}};
-    offset += t.data.size();
+                      {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
   }
   std::string text = header.dump();
-  text.append((8 - text.size() % 8) % 8, ' ');  // keeps every tensor 8-byte aligned
-  std::vector<std::byte> out(8 + text.size() + offset);
-  const std::uint64_t n = text.size();
-  for (int i = 0; i < 8; ++i) out[i] = std::byte((n >> (8 * i)) & 0xff);
-  std::memcpy(out.data() + 8, text.data(), text.size());
-  std::byte* data = out.data() + 8 + text.size();
-  for (const auto& t : tensors) {
-    if (!t.data.empty()) std::memcpy(data, t.data.data(), t.data.size());
-    data += t.data.size();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((std::uint64_t(text.size()) >> (8 * i)) & 0xff);
+  return out + text;
+}
+
+// A file written under a temporary name in its destination's directory and renamed over the
+// destination once it is complete and on disk (what write_file_atomically does for one buffer).
+// Until commit() succeeds, the destructor removes the temporary.
+class AtomicOutputFile {
+ public:
+  explicit AtomicOutputFile(std::filesystem::path dest) : dest_(std::move(dest)) {
+    const auto dir = dest_.has_parent_path() ? dest_.parent_path() : std::filesystem::path(".");
+    temp_ = (dir / ("." + dest_.filename().string() + ".tmp-XXXXXX")).string();
+    fd_ = ::mkstemp(temp_.data());
+    if (fd_ < 0) {
+      temp_.clear();
+      fail("cannot create a temporary file", errno);
+    }
   }
-  write_file_atomically(path, out);
+  AtomicOutputFile(const AtomicOutputFile&) = delete;
+  AtomicOutputFile& operator=(const AtomicOutputFile&) = delete;
+  ~AtomicOutputFile() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!temp_.empty()) ::unlink(temp_.c_str());
+  }
+
+  void write(std::span<const std::byte> bytes) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) fail("write failed", errno);
+      done += static_cast<std::size_t>(n);
+    }
+  }
+
+  void commit() {
+    if (::fsync(fd_) != 0) fail("fsync failed", errno);
+    ::fchmod(fd_, 0644);
+    const int fd = std::exchange(fd_, -1);
+    if (::close(fd) != 0) fail("close failed", errno);
+    if (::rename(temp_.c_str(), dest_.c_str()) != 0) fail("rename failed", errno);
+    temp_.clear();
+  }
+
+ private:
+  [[noreturn]] void fail(const char* what, int err) const {
+    throw Error(cat("cannot write ", dest_.string(), ": ", what, ": ", std::strerror(err)));
+  }
+
+  std::filesystem::path dest_;
+  std::string temp_;  // empty once renamed (or never created)
+  int fd_ = -1;
+};
+
+}  // namespace
+
+void write_safetensors(const std::filesystem::path& path, std::span<const TensorToWrite> tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  std::vector<TensorProducer> producers;
+  producers.reserve(tensors.size());
+  for (const auto& t : tensors) {
+    if (tensor_bytes(t.name, t.dtype, t.shape) != t.data.size())
+      throw Error(cat("write_safetensors: tensor '", t.name, "' has ", t.data.size(),
+                      " bytes for shape ", shape_string(t.shape)));
+    producers.push_back({t.name, t.dtype, t.shape, [data = t.data](std::span<std::byte> out) {
+                           if (!data.empty()) std::memcpy(out.data(), data.data(), data.size());
+                         }});
+  }
+  write_safetensors_streaming(path, producers, metadata);
+}
+
+void write_safetensors_streaming(const std::filesystem::path& path, std::span<const TensorProducer> tensors,
+                                 const std::map<std::string, std::string>& metadata) {
+  const std::string header = header_bytes(tensors, metadata);
+  AtomicOutputFile file(path);
+  file.write(std::as_bytes(std::span(header)));
+  std::vector<std::byte> buffer;  // reused: its capacity grows to the largest tensor
+  for (const auto& t : tensors) {
+    buffer.resize(tensor_bytes(t.name, t.dtype, t.shape));
+    t.produce(buffer);
+    file.write(buffer);
+  }
+  file.commit();
 }
 
 }  // namespace sdgen::weights

@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -94,5 +95,22 @@ struct TensorToWrite {
 // temporary name beside `path` and renames it, so a reader never sees a half-written file.
 void write_safetensors(const std::filesystem::path& path, std::span<const TensorToWrite> tensors,
                        const std::map<std::string, std::string>& metadata = {});
+
+// A tensor whose bytes are made when the writer reaches it. A full-size checkpoint (4 GB for SD 1.5
+// in fp32) is larger than the memory a user should need to write one, so the streaming writer
+// holds one tensor at a time: the peak is the largest tensor (150 MB: SD's token embedding).
+struct TensorProducer {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<std::int64_t> shape;
+  // Fills the tensor's bytes (numel x dtype_size, little-endian, outermost dimension first).
+  std::function<void(std::span<std::byte>)> produce;
+};
+
+// The same file as write_safetensors, equally crash-safe (temporary file, fsync, rename), written
+// tensor by tensor. Throws Error with the OS reason; the temporary file is removed on any failure,
+// an exception from a producer included.
+void write_safetensors_streaming(const std::filesystem::path& path, std::span<const TensorProducer> tensors,
+                                 const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace sdgen::weights

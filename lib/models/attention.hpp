@@ -13,6 +13,13 @@
 // (use_linear_projection); both are nn::Linear here, differing only in the stored weight shape.
 // A transformer block is LayerNorm + self-attention, LayerNorm + cross-attention, LayerNorm +
 // GEGLU feed-forward, each added to its input.
+//
+// NHWC makes all of this transpose-free: an image [B, H, W, C] is the token sequence [B, H*W, C]
+// by a reshape, and heads are column ranges of the projections, which the attention op reads in
+// place. Every residual add is fused into the projection that ends its branch (to_out.0, ff.net.2,
+// proj_out). upcast_attention (SD 2.1) asks diffusers to compute q k^T and the softmax in fp32
+// when the model runs in fp16: every op of the op set accumulates in fp32 (backend.hpp), the
+// attention's scores and softmax included, so the flag needs no code here.
 #pragma once
 
 #include <cstdint>
@@ -42,6 +49,13 @@ struct Attention {
 
   explicit Attention(const Options& options);
 
+  // x [B, N, query_dim]; context [B, M, key_value_dim] (x itself for self-attention); residual,
+  // shaped as the output, is added by to_out.0 (null: none) -> [B, N, query_dim]
+  Activation forward(Ctx& ctx, const Tensor& x, const Tensor& context, const Tensor* residual) const;
+  // The VAE's attention over an image, with its own group_norm and residual (rescale_output_factor
+  // is 1): x [B, H, W, C] -> [B, H, W, C]
+  Activation forward_image(Ctx& ctx, const Tensor& x) const;
+
   template <class V>
   void visit(V& v) {
     v("group_norm", group_norm);
@@ -58,6 +72,9 @@ struct GEGLU {
 
   GEGLU(std::int64_t dim_in, std::int64_t dim_out);
 
+  // x [B, N, dim_in] -> [B, N, dim_out]: the first half of proj(x) times gelu(the second half)
+  Activation forward(Ctx& ctx, const Tensor& x) const;
+
   template <class V>
   void visit(V& v) {
     v("proj", proj);
@@ -70,6 +87,9 @@ struct FeedForward {
   nn::Linear net_2;
 
   explicit FeedForward(std::int64_t dim);
+
+  // x [B, N, dim] -> [B, N, dim] + residual
+  Activation forward(Ctx& ctx, const Tensor& x, const Tensor& residual) const;
 
   template <class V>
   void visit(V& v) {
@@ -91,6 +111,7 @@ struct BasicTransformerBlock {
     FirstAttention first_attention = FirstAttention::SelfAttention;
   };
 
+  FirstAttention first_attention = FirstAttention::SelfAttention;
   nn::LayerNorm norm1;
   Attention attn1;  // self-attention, unless only_cross_attention
   nn::LayerNorm norm2;
@@ -99,6 +120,9 @@ struct BasicTransformerBlock {
   FeedForward ff;
 
   explicit BasicTransformerBlock(const Options& options);
+
+  // hidden_states [B, N, dim], encoder_hidden_states [B, M, cross_attention_dim] -> [B, N, dim]
+  Activation forward(Ctx& ctx, Activation hidden_states, const Tensor& encoder_hidden_states) const;
 
   template <class V>
   void visit(V& v) {
@@ -129,6 +153,9 @@ struct Transformer2DModel {
   nn::Linear proj_out;
 
   explicit Transformer2DModel(const Options& options);
+
+  // x [B, H, W, C], encoder_hidden_states [B, M, cross_attention_dim] -> [B, H, W, C]
+  Activation forward(Ctx& ctx, const Tensor& x, const Tensor& encoder_hidden_states) const;
 
   template <class V>
   void visit(V& v) {

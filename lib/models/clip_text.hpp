@@ -9,6 +9,12 @@
 //
 // Checkpoints exported by transformers before 4.31 also hold text_model.embeddings.position_ids,
 // the buffer arange(max_position_embeddings); it is accepted and ignored (nn::IgnoredBuffer).
+//
+// forward() returns what SD conditions on: last_hidden_state, or with clip skip the output of an
+// earlier layer passed through final_layer_norm, as diffusers' encode_prompt(clip_skip=k) does
+// (hidden_states[-(k + 1)], then final_layer_norm). The skipped layers are not run. SD pipelines
+// pass no attention mask: padding tokens are attended to, under the causal mask only.
+// The pooled output (the EOS token's state) is not computed: SD 1.x/2.x do not use it.
 #pragma once
 
 #include <vector>
@@ -19,12 +25,21 @@
 
 namespace sdgen::models {
 
+// How many final encoder layers to skip: diffusers' clip_skip (0: none; 1: the penultimate layer's
+// output). AUTOMATIC1111's "Clip skip" setting N is ClipSkip{N - 1}.
+struct ClipSkip {
+  int layers = 0;
+};
+
 struct CLIPTextEmbeddings {
   nn::Embedding token_embedding;
   nn::Embedding position_embedding;
   nn::IgnoredBuffer position_ids;
 
   explicit CLIPTextEmbeddings(const weights::TextEncoderConfig& config);
+
+  // input_ids [B, N] (I32) -> token + position embeddings [B, N, hidden]
+  Activation forward(Ctx& ctx, const Tensor& input_ids) const;
 
   template <class V>
   void visit(V& v) {
@@ -43,6 +58,9 @@ struct CLIPAttention {
 
   explicit CLIPAttention(const weights::TextEncoderConfig& config);
 
+  // x [B, N, hidden] -> causal self-attention + residual [B, N, hidden]
+  Activation forward(Ctx& ctx, const Tensor& x, const Tensor& residual) const;
+
   template <class V>
   void visit(V& v) {
     v("k_proj", k_proj);
@@ -53,10 +71,14 @@ struct CLIPAttention {
 };
 
 struct CLIPMLP {
+  Act act = Act::QuickGelu;  // hidden_act
   nn::Linear fc1;
   nn::Linear fc2;
 
   explicit CLIPMLP(const weights::TextEncoderConfig& config);
+
+  // x [B, N, hidden] -> fc2(act(fc1(x))) + residual [B, N, hidden]
+  Activation forward(Ctx& ctx, const Tensor& x, const Tensor& residual) const;
 
   template <class V>
   void visit(V& v) {
@@ -72,6 +94,9 @@ struct CLIPEncoderLayer {
   nn::LayerNorm layer_norm2;
 
   explicit CLIPEncoderLayer(const weights::TextEncoderConfig& config);
+
+  // hidden_states [B, N, hidden] -> [B, N, hidden]
+  Activation forward(Ctx& ctx, Activation hidden_states) const;
 
   template <class V>
   void visit(V& v) {
@@ -112,6 +137,10 @@ struct CLIPTextModel {
   CLIPTextTransformer text_model;
 
   explicit CLIPTextModel(const weights::TextEncoderConfig& config);
+
+  // input_ids [B, N] (I32, N <= max_position_embeddings) -> [B, N, hidden]: last_hidden_state,
+  // or the clip-skipped equivalent. Skipping all layers or more is a UsageError.
+  Activation forward(Ctx& ctx, const Tensor& input_ids, ClipSkip clip_skip = {}) const;
 
   template <class V>
   void visit(V& v) {

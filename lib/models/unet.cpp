@@ -1,5 +1,5 @@
 // Builds UNet2DConditionModel from its config, following the channel bookkeeping of diffusers'
-// UNet2DConditionModel.__init__ (see unet.hpp).
+// UNet2DConditionModel.__init__, and runs its forward pass (see unet.hpp).
 #include "lib/models/unet.hpp"
 
 #include <algorithm>
@@ -50,6 +50,7 @@ std::vector<UNetDownBlock> make_down_blocks(const UNetConfig& c) {
                              .num_layers = c.layers_per_block[i],
                              .groups = c.norm_num_groups,
                              .eps = c.norm_eps,
+                             .act = nn::activation_op(c.act_fn),
                              .add_downsample = i + 1 < n,
                              .downsample_padding = c.downsample_padding};
     if (c.down_block_types[i] == weights::DownBlockType::CrossAttnDownBlock2D)
@@ -78,6 +79,7 @@ std::vector<UNetUpBlock> make_up_blocks(const UNetConfig& c) {
                            .num_layers = reversed(c.layers_per_block, i) + 1,
                            .groups = c.norm_num_groups,
                            .eps = c.norm_eps,
+                           .act = nn::activation_op(c.act_fn),
                            .add_upsample = i + 1 < n};
     if (c.up_block_types[i] == weights::UpBlockType::CrossAttnUpBlock2D)
       blocks.emplace_back(std::in_place_type<CrossAttnUpBlock2D>, o,
@@ -91,16 +93,22 @@ std::vector<UNetUpBlock> make_up_blocks(const UNetConfig& c) {
 }  // namespace
 
 UNet2DConditionModel::UNet2DConditionModel(const UNetConfig& config)
-    : conv_in({.in_channels = checked(config).in_channels,
+    : act(nn::activation_op(checked(config).act_fn)),
+      conv_in({.in_channels = config.in_channels,
                .out_channels = config.block_out_channels[0],
                .kernel_size = config.conv_in_kernel,
                .padding = (config.conv_in_kernel - 1) / 2}),
-      time_embedding(config.block_out_channels[0], config.time_embedding_dim),
+      time_proj(
+          {.num_channels = config.block_out_channels[0],
+           .args = {.flip_sin_to_cos = config.flip_sin_to_cos, .freq_shift = static_cast<float>(config.freq_shift)}}),
+      time_embedding(config.block_out_channels[0], config.time_embedding_dim, act),
       down_blocks(make_down_blocks(config)),
       mid_block({.channels = config.block_out_channels.back(),
                  .temb_channels = config.time_embedding_dim,
                  .groups = config.norm_num_groups,
-                 .eps = config.norm_eps},
+                 .eps = config.norm_eps,
+                 .act = act,
+                 .output_scale_factor = config.mid_block_scale_factor},
                 cross_attn(config, config.attention_heads.back(), config.transformer_layers_per_block.back())),
       up_blocks(make_up_blocks(config)),
       conv_norm_out({.num_groups = config.norm_num_groups,
@@ -110,5 +118,38 @@ UNet2DConditionModel::UNet2DConditionModel(const UNetConfig& config)
                 .out_channels = config.out_channels,
                 .kernel_size = config.conv_out_kernel,
                 .padding = (config.conv_out_kernel - 1) / 2}) {}
+
+std::int64_t UNet2DConditionModel::latent_size_multiple() const { return std::int64_t{1} << (down_blocks.size() - 1); }
+
+Activation UNet2DConditionModel::forward(Ctx& ctx, const Tensor& sample, const Tensor& timestep,
+                                         const Tensor& encoder_hidden_states) const {
+  const std::int64_t multiple = latent_size_multiple();
+  if (sample.rank() != 4 || sample.shape[1] % multiple != 0 || sample.shape[2] % multiple != 0)
+    throw UsageError(cat("the UNet cannot run on a latent of shape ", sample.shape.str(),
+                         ": its height and width must be multiples of ", multiple, " (", down_blocks.size() - 1,
+                         " down-samplings by 2)"));
+
+  Activation emb;
+  {
+    const Activation t_emb = time_proj.forward(ctx, timestep);  // [B, C0]
+    emb = time_embedding.forward(ctx, t_emb);                   // [B, T]
+  }
+  // Every resnet applies act to the embedding before projecting it: done once, in place.
+  ctx.backend.activation(emb, emb, act);  // [B, T]
+  const UNetConditioning cond{.temb_act = emb, .encoder_hidden_states = encoder_hidden_states};
+
+  SkipStack skips;
+  skips.push_back(conv_in.forward(ctx, sample));  // [B, H, W, C0]
+  for (const auto& block : down_blocks)
+    std::visit([&](const auto& b) { b.forward(ctx, skips.back().view(), cond, skips); }, block);  // pushes
+
+  Activation h = mid_block.forward(ctx, skips.back(), cond);  // [B, H / multiple, W / multiple, C_last]
+  for (const auto& block : up_blocks)
+    h = std::visit([&](const auto& b) { return b.forward(ctx, std::move(h), cond, skips); }, block);  // pops
+  if (!skips.empty()) throw Error("UNet: the up blocks left skip connections unused");
+
+  h = conv_norm_out.forward(ctx, std::move(h), act);  // [B, H, W, C0], in place
+  return conv_out.forward(ctx, h);                    // [B, H, W, out_channels]
+}
 
 }  // namespace sdgen::models

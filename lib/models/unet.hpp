@@ -6,8 +6,15 @@
 //
 // Everything is built from weights::UNetConfig; nothing is inferred from tensor widths. The down
 // and up paths are lists of sum types, as the config chooses a block class per position.
+//
+// forward() is diffusers' forward for SD 1.x/2.x: NHWC in, NHWC out; the prediction (epsilon,
+// v or sample) is whatever the model was trained for, the scheduler's business. The UNet runs at
+// any latent size whose height and width survive its down-samplings evenly (latent_size_multiple):
+// diffusers also accepts other sizes by resizing each up-sampling to its skip's size, which the
+// op set's 2x nearest upsampling does not do.
 #pragma once
 
+#include <cstdint>
 #include <variant>
 #include <vector>
 
@@ -22,7 +29,9 @@ using UNetDownBlock = std::variant<DownBlock2D, CrossAttnDownBlock2D>;
 using UNetUpBlock = std::variant<UpBlock2D, CrossAttnUpBlock2D>;
 
 struct UNet2DConditionModel {
+  Act act = Act::Silu;  // act_fn: resnets, the time embedding, conv_act
   nn::Conv2d conv_in;
+  Timesteps time_proj;
   TimestepEmbedding time_embedding;
   std::vector<UNetDownBlock> down_blocks;
   UNetMidBlock2DCrossAttn mid_block;
@@ -34,9 +43,17 @@ struct UNet2DConditionModel {
   // down_block_types, channels divisible by heads and groups.
   explicit UNet2DConditionModel(const weights::UNetConfig& config);
 
+  // sample [B, H, W, in_channels], timestep [B] (F32), encoder_hidden_states [B, M,
+  // cross_attention_dim] -> [B, H, W, out_channels]. H and W must be multiples of
+  // latent_size_multiple() (a UsageError otherwise).
+  Activation forward(Ctx& ctx, const Tensor& sample, const Tensor& timestep, const Tensor& encoder_hidden_states) const;
+  // 2^(number of down-samplings): 8 for SD's four levels, so images must be multiples of 64 px.
+  std::int64_t latent_size_multiple() const;
+
   template <class V>
   void visit(V& v) {
     v("conv_in", conv_in);
+    v("time_proj", time_proj);
     v("time_embedding", time_embedding);
     v("down_blocks", down_blocks);
     v("mid_block", mid_block);

@@ -1,7 +1,9 @@
-// Shapes of the diffusers UNet/VAE blocks (see unet_blocks.hpp). The channel bookkeeping follows
-// unet_2d_blocks.py: a down block's first resnet changes the width, an up block's resnets each
-// take one skip activation concatenated to their input.
+// Shapes and forward passes of the diffusers UNet/VAE blocks (see unet_blocks.hpp). The channel
+// bookkeeping follows unet_2d_blocks.py: a down block's first resnet changes the width, an up
+// block's resnets each take one skip activation concatenated to their input.
 #include "lib/models/unet_blocks.hpp"
+
+#include "lib/core/error.hpp"
 
 namespace sdgen::models {
 
@@ -14,7 +16,8 @@ std::vector<ResnetBlock2D> down_resnets(const DownBlockOptions& o) {
                                                 .out_channels = o.out_channels,
                                                 .temb_channels = o.temb_channels,
                                                 .groups = o.groups,
-                                                .eps = o.eps});
+                                                .eps = o.eps,
+                                                .act = o.act});
   return resnets;
 }
 
@@ -37,7 +40,8 @@ std::vector<ResnetBlock2D> up_resnets(const UpBlockOptions& o) {
                                                 .out_channels = o.out_channels,
                                                 .temb_channels = o.temb_channels,
                                                 .groups = o.groups,
-                                                .eps = o.eps});
+                                                .eps = o.eps,
+                                                .act = o.act});
   }
   return resnets;
 }
@@ -81,7 +85,9 @@ UNetMidBlock2DCrossAttn::UNetMidBlock2DCrossAttn(const Options& o, const CrossAt
                                                 .out_channels = o.channels,
                                                 .temb_channels = o.temb_channels,
                                                 .groups = o.groups,
-                                                .eps = o.eps});
+                                                .eps = o.eps,
+                                                .act = o.act,
+                                                .output_scale_factor = o.output_scale_factor});
 }
 
 UpBlock2D::UpBlock2D(const UpBlockOptions& o)
@@ -98,12 +104,13 @@ UpDecoderBlock2D::UpDecoderBlock2D(const Options& o)
     resnets.emplace_back(ResnetBlock2D::Options{.in_channels = i == 0 ? o.in_channels : o.out_channels,
                                                 .out_channels = o.out_channels,
                                                 .groups = o.groups,
-                                                .eps = o.eps});
+                                                .eps = o.eps,
+                                                .act = o.act});
 }
 
 UNetMidBlock2D::UNetMidBlock2D(const Options& o) {
   const ResnetBlock2D::Options resnet{
-      .in_channels = o.channels, .out_channels = o.channels, .groups = o.groups, .eps = o.eps};
+      .in_channels = o.channels, .out_channels = o.channels, .groups = o.groups, .eps = o.eps, .act = o.act};
   resnets.emplace_back(resnet);
   // One layer: an attention over all channels as a single head (attention_head_dim = channels),
   // with biases on every projection and its own group norm, then a resnet.
@@ -118,6 +125,82 @@ UNetMidBlock2D::UNetMidBlock2D(const Options& o) {
   else
     attentions.emplace_back(std::nullopt);
   resnets.emplace_back(resnet);
+}
+
+// ---- forward passes
+
+namespace {
+
+// Pops the newest skip and returns [x, skip] along the channels (diffusers' torch.cat order).
+Activation concat_skip(Ctx& ctx, const Tensor& x, SkipStack& skips) {
+  if (skips.empty()) throw Error("UNet up block: no skip connection left to concatenate");
+  const Activation skip = std::move(skips.back());
+  skips.pop_back();
+  Activation out = ctx.alloc({x.shape[0], x.shape[1], x.shape[2], x.shape[3] + skip.view().shape[3]});
+  ctx.backend.concat_channels(x, skip, out);  // [B, H, W, Cx + Cskip]
+  return out;
+}
+
+}  // namespace
+
+void DownBlock2D::forward(Ctx& ctx, Tensor x, const UNetConditioning& cond, SkipStack& skips) const {
+  for (const auto& resnet : resnets) {
+    skips.push_back(resnet.forward(ctx, x, &cond.temb_act));  // [B, H, W, out]
+    x = skips.back().view();
+  }
+  for (const auto& downsampler : downsamplers) skips.push_back(downsampler.forward(ctx, x));  // [B, H/2, W/2, out]
+}
+
+void CrossAttnDownBlock2D::forward(Ctx& ctx, Tensor x, const UNetConditioning& cond, SkipStack& skips) const {
+  for (std::size_t i = 0; i < resnets.size(); ++i) {
+    const Activation h = resnets[i].forward(ctx, x, &cond.temb_act);             // [B, H, W, out]
+    skips.push_back(attentions[i].forward(ctx, h, cond.encoder_hidden_states));  // [B, H, W, out]
+    x = skips.back().view();
+  }
+  for (const auto& downsampler : downsamplers) skips.push_back(downsampler.forward(ctx, x));  // [B, H/2, W/2, out]
+}
+
+Activation UNetMidBlock2DCrossAttn::forward(Ctx& ctx, const Tensor& x, const UNetConditioning& cond) const {
+  Activation h = resnets[0].forward(ctx, x, &cond.temb_act);  // [B, H, W, C]
+  for (std::size_t i = 0; i < attentions.size(); ++i) {
+    h = attentions[i].forward(ctx, h, cond.encoder_hidden_states);  // [B, H, W, C]
+    h = resnets[i + 1].forward(ctx, std::move(h), &cond.temb_act);  // [B, H, W, C]
+  }
+  return h;
+}
+
+Activation UpBlock2D::forward(Ctx& ctx, Activation x, const UNetConditioning& cond, SkipStack& skips) const {
+  for (const auto& resnet : resnets) {
+    Activation joined = concat_skip(ctx, x, skips);              // [B, H, W, C + skip]
+    x = resnet.forward(ctx, std::move(joined), &cond.temb_act);  // [B, H, W, out]
+  }
+  for (const auto& upsampler : upsamplers) x = upsampler.forward(ctx, std::move(x));  // [B, 2H, 2W, out]
+  return x;
+}
+
+Activation CrossAttnUpBlock2D::forward(Ctx& ctx, Activation x, const UNetConditioning& cond, SkipStack& skips) const {
+  for (std::size_t i = 0; i < resnets.size(); ++i) {
+    Activation joined = concat_skip(ctx, x, skips);                  // [B, H, W, C + skip]
+    x = resnets[i].forward(ctx, std::move(joined), &cond.temb_act);  // [B, H, W, out]
+    x = attentions[i].forward(ctx, x, cond.encoder_hidden_states);   // [B, H, W, out]
+  }
+  for (const auto& upsampler : upsamplers) x = upsampler.forward(ctx, std::move(x));  // [B, 2H, 2W, out]
+  return x;
+}
+
+Activation UpDecoderBlock2D::forward(Ctx& ctx, Activation x) const {
+  for (const auto& resnet : resnets) x = resnet.forward(ctx, std::move(x), nullptr);  // [B, H, W, out]
+  for (const auto& upsampler : upsamplers) x = upsampler.forward(ctx, std::move(x));  // [B, 2H, 2W, out]
+  return x;
+}
+
+Activation UNetMidBlock2D::forward(Ctx& ctx, const Tensor& x) const {
+  Activation h = resnets[0].forward(ctx, x, nullptr);  // [B, H, W, C]
+  for (std::size_t i = 0; i < attentions.size(); ++i) {
+    if (attentions[i]) h = attentions[i]->forward_image(ctx, h);  // [B, H, W, C]
+    h = resnets[i + 1].forward(ctx, std::move(h), nullptr);       // [B, H, W, C]
+  }
+  return h;
 }
 
 }  // namespace sdgen::models

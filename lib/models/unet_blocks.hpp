@@ -16,17 +16,31 @@
 //
 // ModuleLists of at most one element (downsamplers, upsamplers) are vectors, as in diffusers, so
 // the names "downsamplers.0" and the forward loop over them come out the same.
+//
+// The skip connections are a stack of owning Activations (diffusers' down_block_res_samples): a
+// down block pushes each output, and its last push is also what it passes on; an up block pops
+// one per resnet. Each skip's memory is therefore released exactly when its resnet has read it.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <vector>
 
+#include "lib/core/ctx.hpp"
 #include "lib/models/attention.hpp"
 #include "lib/models/resnet.hpp"
 #include "lib/nn/layers.hpp"
 
 namespace sdgen::models {
+
+// What every UNet block receives besides its input, the same for a whole forward pass.
+struct UNetConditioning {
+  const Tensor& temb_act;               // act(time embedding) [B, T], projected by each resnet
+  const Tensor& encoder_hidden_states;  // [B, M, cross_attention_dim]
+};
+
+// The down path's outputs, consumed in reverse by the up path.
+using SkipStack = std::vector<Activation>;
 
 struct DownBlockOptions {
   std::int64_t in_channels = 0;
@@ -35,6 +49,7 @@ struct DownBlockOptions {
   int num_layers = 1;
   int groups = 32;
   double eps = 1e-6;
+  Act act = Act::Silu;
   bool add_downsample = true;
   int downsample_padding = 1;
 };
@@ -47,6 +62,7 @@ struct UpBlockOptions {
   int num_layers = 1;
   int groups = 32;
   double eps = 1e-6;
+  Act act = Act::Silu;
   bool add_upsample = true;
 };
 
@@ -65,6 +81,10 @@ struct DownBlock2D {
 
   explicit DownBlock2D(const DownBlockOptions& options);
 
+  // x [B, H, W, in] -> pushes [B, H, W, out] per resnet, then [B, H/2, W/2, out] if downsampling.
+  // `x` is taken by value: it is usually skips.back(), which the pushes may move.
+  void forward(Ctx& ctx, Tensor x, const UNetConditioning& cond, SkipStack& skips) const;
+
   template <class V>
   void visit(V& v) {
     v("resnets", resnets);
@@ -81,6 +101,9 @@ struct CrossAttnDownBlock2D {
 
   CrossAttnDownBlock2D(const DownBlockOptions& options, const CrossAttnOptions& cross);
 
+  // As DownBlock2D, with each resnet followed by its transformer.
+  void forward(Ctx& ctx, Tensor x, const UNetConditioning& cond, SkipStack& skips) const;
+
   template <class V>
   void visit(V& v) {
     v("resnets", resnets);
@@ -95,12 +118,17 @@ struct UNetMidBlock2DCrossAttn {
     std::int64_t temb_channels = 0;
     int groups = 32;
     double eps = 1e-5;
+    Act act = Act::Silu;
+    double output_scale_factor = 1.0;  // the UNet's mid_block_scale_factor
   };
 
   std::vector<ResnetBlock2D> resnets;
   std::vector<Transformer2DModel> attentions;
 
   UNetMidBlock2DCrossAttn(const Options& options, const CrossAttnOptions& cross);
+
+  // x [B, H, W, C] -> [B, H, W, C]
+  Activation forward(Ctx& ctx, const Tensor& x, const UNetConditioning& cond) const;
 
   template <class V>
   void visit(V& v) {
@@ -115,6 +143,10 @@ struct UpBlock2D {
 
   explicit UpBlock2D(const UpBlockOptions& options);
 
+  // x [B, H, W, prev] -> [B, 2H, 2W, out] (or [B, H, W, out] without upsampler); each resnet
+  // first concatenates the popped skip to its input.
+  Activation forward(Ctx& ctx, Activation x, const UNetConditioning& cond, SkipStack& skips) const;
+
   template <class V>
   void visit(V& v) {
     v("resnets", resnets);
@@ -128,6 +160,9 @@ struct CrossAttnUpBlock2D {
   std::vector<Upsample2D> upsamplers;
 
   CrossAttnUpBlock2D(const UpBlockOptions& options, const CrossAttnOptions& cross);
+
+  // As UpBlock2D, with each resnet followed by its transformer.
+  Activation forward(Ctx& ctx, Activation x, const UNetConditioning& cond, SkipStack& skips) const;
 
   template <class V>
   void visit(V& v) {
@@ -144,6 +179,7 @@ struct UpDecoderBlock2D {
     int num_layers = 1;
     int groups = 32;
     double eps = 1e-6;
+    Act act = Act::Silu;
     bool add_upsample = true;
   };
 
@@ -151,6 +187,9 @@ struct UpDecoderBlock2D {
   std::vector<Upsample2D> upsamplers;
 
   explicit UpDecoderBlock2D(const Options& options);
+
+  // x [B, H, W, in] -> [B, 2H, 2W, out] (or [B, H, W, out] without upsampler)
+  Activation forward(Ctx& ctx, Activation x) const;
 
   template <class V>
   void visit(V& v) {
@@ -166,6 +205,7 @@ struct UNetMidBlock2D {
     std::int64_t channels = 0;
     int groups = 32;
     double eps = 1e-6;
+    Act act = Act::Silu;
     bool add_attention = true;
   };
 
@@ -173,6 +213,9 @@ struct UNetMidBlock2D {
   std::vector<std::optional<Attention>> attentions;
 
   explicit UNetMidBlock2D(const Options& options);
+
+  // x [B, H, W, C] -> [B, H, W, C]
+  Activation forward(Ctx& ctx, const Tensor& x) const;
 
   template <class V>
   void visit(V& v) {

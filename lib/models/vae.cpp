@@ -1,5 +1,5 @@
-// Builds AutoencoderKL from its config, following diffusers' Encoder/Decoder constructors (see
-// vae.hpp).
+// Builds AutoencoderKL from its config, following diffusers' Encoder/Decoder constructors, and
+// runs its decoder (see vae.hpp).
 #include "lib/models/vae.hpp"
 
 #include <cstddef>
@@ -28,6 +28,7 @@ UNetMidBlock2D::Options mid_block_options(const VaeConfig& c) {
   return {.channels = c.block_out_channels.back(),
           .groups = c.norm_num_groups,
           .eps = kVaeEps,
+          .act = nn::activation_op(c.act_fn),
           .add_attention = c.mid_block_add_attention};
 }
 
@@ -44,6 +45,7 @@ std::vector<DownEncoderBlock2D> encoder_blocks(const VaeConfig& c) {
                                          .num_layers = c.layers_per_block,
                                          .groups = c.norm_num_groups,
                                          .eps = kVaeEps,
+                                         .act = nn::activation_op(c.act_fn),
                                          .add_downsample = i + 1 < n,
                                          .downsample_padding = 0});
   }
@@ -62,6 +64,7 @@ std::vector<UpDecoderBlock2D> decoder_blocks(const VaeConfig& c) {
                                                   .num_layers = c.layers_per_block + 1,
                                                   .groups = c.norm_num_groups,
                                                   .eps = kVaeEps,
+                                                  .act = nn::activation_op(c.act_fn),
                                                   .add_upsample = i + 1 < n});
   }
   return blocks;
@@ -94,5 +97,19 @@ AutoencoderKL::AutoencoderKL(const VaeConfig& c)
       decoder(c),
       quant_conv(conv1x1_if(c.use_quant_conv, 2 * std::int64_t{c.latent_channels})),
       post_quant_conv(conv1x1_if(c.use_post_quant_conv, c.latent_channels)) {}
+
+Activation Decoder::forward(Ctx& ctx, const Tensor& z) const {
+  Activation h = conv_in.forward(ctx, z);                                    // [B, h, w, C_last]
+  h = mid_block.forward(ctx, h);                                             // [B, h, w, C_last]
+  for (const auto& block : up_blocks) h = block.forward(ctx, std::move(h));  // [B, 2h, 2w, C] per level
+  h = conv_norm_out.forward(ctx, std::move(h), Act::Silu);                   // [B, H, W, C0], in place
+  return conv_out.forward(ctx, h);                                           // [B, H, W, out_channels]
+}
+
+Activation AutoencoderKL::decode(Ctx& ctx, const Tensor& z) const {
+  if (!post_quant_conv) return decoder.forward(ctx, z);
+  const Activation q = post_quant_conv->forward(ctx, z);  // [B, h, w, latent_channels]
+  return decoder.forward(ctx, q);                         // [B, H, W, out_channels]
+}
 
 }  // namespace sdgen::models

@@ -7,8 +7,10 @@
 //             -> conv_norm_out -> act -> conv_out
 //
 // Text-to-image needs only post_quant_conv and the decoder, but checkpoints carry both halves and
-// every tensor must be accounted for, so the encoder is described too (and img2img will use it).
-// All VAE norms use eps 1e-6; no block takes a time embedding.
+// every tensor must be accounted for, so the encoder is described too (and img2img will use it;
+// its forward, with the bottom/right padding of its down-samplings, is not written yet).
+// All VAE norms use eps 1e-6; no block takes a time embedding. The decoder's conv_act is SiLU
+// whatever act_fn says (diffusers hard-codes nn.SiLU there), while its resnets use act_fn.
 #pragma once
 
 #include <optional>
@@ -48,6 +50,9 @@ struct Decoder {
 
   explicit Decoder(const weights::VaeConfig& config);
 
+  // z [B, h, w, latent_channels] -> [B, h * 2^(levels - 1), w * 2^(levels - 1), out_channels]
+  Activation forward(Ctx& ctx, const Tensor& z) const;
+
   template <class V>
   void visit(V& v) {
     v("conv_in", conv_in);
@@ -65,6 +70,11 @@ struct AutoencoderKL {
   std::optional<nn::Conv2d> post_quant_conv;  // config use_post_quant_conv
 
   explicit AutoencoderKL(const weights::VaeConfig& config);
+
+  // diffusers' AutoencoderKL.decode(z).sample: post_quant_conv (when present), then the decoder.
+  // z: latents already divided by scaling_factor, [B, h, w, latent_channels] -> the image
+  // [B, 8h, 8w, 3] for SD's VAE, roughly in [-1, 1] and not clamped.
+  Activation decode(Ctx& ctx, const Tensor& z) const;
 
   template <class V>
   void visit(V& v) {

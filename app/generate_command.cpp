@@ -1,0 +1,198 @@
+// `sdgen "prompt" -o out.png` and `sdgen --prompts FILE --outdir DIR`: text to image.
+//
+// Everything a run can object to (options, model files, output directory, prompt file) is checked
+// before the first heavy step, so a mistake costs seconds, not a model load and a denoising loop.
+// The model is loaded once for all prompts. Seeds: the image(s) of a prompt come from one
+// generator seeded with the prompt's seed (its own `--seed` in a prompt file, else --seed plus the
+// prompt's position in the file, else a random seed), which is always printed and stored in the
+// PNG, so any image can be regenerated alone.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "app/commands.hpp"
+#include "app/generate_options.hpp"
+#include "app/model_hash.hpp"
+#include "app/output_paths.hpp"
+#include "app/png_writer.hpp"
+#include "app/profile_report.hpp"
+#include "app/progress.hpp"
+#include "app/prompt_file.hpp"
+#include "kernels/cpu/cpu_backend.hpp"
+#include "lib/core/error.hpp"
+#include "lib/pipeline/txt2img.hpp"
+#include "weights/file_io.hpp"
+#include "weights/safetensors.hpp"
+
+namespace sdgen::app {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+std::unique_ptr<Backend> make_backend(const GenerateOptions& o) {
+  if (o.device == "cuda")
+    throw UsageError("--device cuda: this sdgen has no CUDA backend yet; use --device cpu");
+  return std::make_unique<CpuBackend>(CpuBackendOptions{
+      .threads = o.threads, .compute = o.dtype == "bf16" ? DType::BF16 : DType::F32});
+}
+
+// One prompt to run, from the command line or a prompt file.
+struct Job {
+  std::string prompt;
+  std::string negative;
+  std::uint64_t seed = 0;
+  int steps = 0;
+  double cfg = 0;
+  std::size_t item = 0;
+};
+
+void write_dump(const std::string& path, const pipeline::Dump& dump) {
+  std::vector<weights::TensorToWrite> tensors;
+  for (const auto& [name, t] : dump) {
+    std::vector<std::int64_t> shape;
+    for (int i = 0; i < t.shape.rank(); ++i) shape.push_back(t.shape[i]);
+    tensors.push_back({name, DType::F32, shape, std::as_bytes(std::span(t.values))});
+  }
+  weights::write_safetensors(path, tensors, {{"producer", "sdgen"}});
+}
+
+double peak_rss_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) * 1024.0;  // Linux reports KiB
+}
+
+void run_generate(const GenerateOptions& o) {
+  const auto total_start = Clock::now();
+  // ---- everything that can be wrong with the request, before the heavy work
+  const auto algorithm = schedulers::algorithm_from_name(o.scheduler);
+  const bool from_file = !o.prompts_file.empty();
+  if (from_file == !o.prompt.empty())
+    throw UsageError(from_file ? "give either a prompt or --prompts FILE, not both" : "no prompt: give a prompt or --prompts FILE");
+  if (!o.output.empty() && !o.outdir.empty()) throw UsageError("give -o FILE or --outdir DIR, not both");
+  if (from_file && !o.output.empty()) throw UsageError("--prompts writes many images: use --outdir DIR instead of -o");
+  const Shard shard = parse_shard(o.shard);
+  if (from_file) {
+    const auto summary = check_prompt_file(o.prompts_file, shard);  // streams the file once: bad lines fail now
+    if (summary.in_shard == 0) throw UsageError(cat(o.prompts_file, ": no prompts", shard.count > 1 ? " in this shard" : ""));
+  }
+  OutputNamer namer = !o.output.empty()  ? OutputNamer::to_file(o.output, o.batch)
+                      : from_file        ? OutputNamer::by_prompt_position(o.outdir.empty() ? "." : o.outdir, o.batch)
+                                         : OutputNamer::running_numbers(o.outdir.empty() ? "." : o.outdir, o.batch);
+  const ExistingFiles existing = o.overwrite ? ExistingFiles::Overwrite
+                                 : o.skip_existing ? ExistingFiles::Skip
+                                                   : ExistingFiles::Refuse;
+  const std::uint64_t base_seed = o.seed ? *o.seed : std::random_device{}();
+
+  auto load_start = Clock::now();
+  const auto model = weights::open_model(o.model->open_options());  // maps files and reads configs: cheap
+  const int width = o.width ? o.width : 8 * model.unet.sample_size;
+  const int height = o.height ? o.height : 8 * model.unet.sample_size;
+  const auto request_for = [&](const Job& job) {
+    pipeline::GenerateRequest request{.prompt = job.prompt,
+                                      .negative_prompt = job.negative,
+                                      .width = width,
+                                      .height = height,
+                                      .steps = job.steps,
+                                      .guidance_scale = job.cfg,
+                                      .seed = job.seed,
+                                      .batch = o.batch,
+                                      .scheduler = algorithm,
+                                      .scheduler_options = {.eta = o.eta},
+                                      .clip_skip = {o.clip_skip - 1}};
+    if (o.karras) request.scheduler_options.use_karras_sigmas = true;
+    return request;
+  };
+  pipeline::validate_request(model, request_for(Job{.steps = o.steps, .cfg = o.cfg}));
+  auto backend = make_backend(o);
+  pipeline::Pipeline pipe(model, *backend);  // checks every tensor and converts the weights
+  const auto identity = identify_model(model);
+  const double load_seconds = seconds_since(load_start);
+
+  ProgressReporter progress(progress_style_for(stderr, o.quiet ? Verbosity::Quiet : Verbosity::Normal));
+  ProfileReport report{.model_load = load_seconds, .device = std::string(backend->name()), .dtype = o.dtype};
+  std::size_t images_written = 0;
+  std::vector<Job> pending;
+  auto next_job = [&, reader = from_file ? std::make_unique<PromptFileReader>(o.prompts_file, shard) : nullptr,
+                   done = false]() mutable -> std::optional<Job> {
+    if (!reader) {
+      if (done) return std::nullopt;
+      done = true;
+      return Job{o.prompt, o.negative, base_seed, o.steps, o.cfg, 0};
+    }
+    const auto entry = reader->next();
+    if (!entry) return std::nullopt;
+    const auto& s = entry->settings;
+    return Job{entry->prompt, s.negative_prompt.value_or(o.negative), s.seed.value_or(base_seed + entry->item),
+               s.steps.value_or(o.steps), s.cfg_scale.value_or(o.cfg), entry->item};
+  };
+  std::size_t image_index = 0;
+  bool dumped = false;
+  while (const auto job = next_job()) {
+    const auto paths = namer.paths(job->item, job->prompt);
+    if (resolve_existing(paths, existing) == PromptAction::Skip) {
+      progress.message(cat("skipped (exists): ", paths.front().string()));
+      continue;
+    }
+    const auto request = request_for(*job);
+    auto scheduler_options = request.scheduler_options;
+    scheduler_options.steps = job->steps;
+    const schedulers::Scheduler scheduler(algorithm, model.scheduler, scheduler_options);
+    if (!o.quiet) std::fprintf(stderr, "seed: %llu\n", static_cast<unsigned long long>(job->seed));
+    progress.start_image(++image_index, 0, scheduler.num_calls());
+    pipeline::Dump dump;
+    const bool dump_this = !o.dump.empty() && !dumped;
+    const auto images = pipe.generate(request, [&](int done, int) { progress.step(done); }, dump_this ? &dump : nullptr);
+    const auto png_start = Clock::now();
+    const GenerationParameters params{.prompt = job->prompt,
+                                      .negative_prompt = job->negative,
+                                      .steps = job->steps,
+                                      .sampler = a1111_sampler(algorithm, scheduler.config()),
+                                      .cfg_scale = job->cfg,
+                                      .seed = job->seed,
+                                      .width = width,
+                                      .height = height,
+                                      .model_hash = identity.short_hash,
+                                      .model_name = identity.name,
+                                      .clip_skip = o.clip_skip};
+    const auto text = format_parameters(params);
+    for (std::size_t i = 0; i < images.rgb.size(); ++i) {
+      write_png(paths[i], {.width = width, .height = height, .pixels = images.rgb[i]}, text);
+      progress.image_written(paths[i]);
+      ++images_written;
+    }
+    report.add_run(images.seconds, images.rgb.size(), seconds_since(png_start));
+    if (dump_this) {
+      write_dump(o.dump, dump);
+      dumped = true;
+    }
+  }
+  report.total = seconds_since(total_start);
+  report.peak_host_bytes = peak_rss_bytes();
+  report.weight_bytes = static_cast<double>(pipe.weight_bytes());
+  if (o.profile) std::fputs(report.table().c_str(), stdout);
+  if (!o.json.empty()) {
+    const auto json = report.json().dump(2) + "\n";
+    weights::write_file_atomically(o.json, std::as_bytes(std::span(json)));
+  }
+  std::fprintf(stderr, "%s\n", report.summary_line(images_written).c_str());
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app) {
+  auto o = add_generate_options(app);
+  app.callback([o, &app] {
+    if (app.get_subcommands().empty()) run_generate(*o);
+  });
+}
+
+}  // namespace sdgen::app

@@ -1,0 +1,91 @@
+#include "app/profile_report.hpp"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "lib/core/error.hpp"
+
+namespace sdgen::app {
+
+namespace {
+
+std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+std::string row(const std::string& label, const std::string& value) {
+  std::string line = "  " + label;
+  line.resize(std::max<std::size_t>(line.size() + 1, 28), ' ');
+  return line + value + "\n";
+}
+
+}  // namespace
+
+void ProfileReport::add_run(const pipeline::StageSeconds& s, std::size_t images_in_run, double png_seconds) {
+  tokenize += s.tokenize;
+  text_encode += s.text_encode;
+  steps.insert(steps.end(), s.steps.begin(), s.steps.end());
+  vae_decode += s.vae_decode;
+  png_write += png_seconds;
+  images += images_in_run;
+}
+
+double ProfileReport::median_step() const {
+  if (steps.empty()) return 0;
+  auto sorted = steps;
+  std::sort(sorted.begin(), sorted.end());
+  const auto n = sorted.size();
+  return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+}
+
+double ProfileReport::min_step() const { return steps.empty() ? 0 : *std::min_element(steps.begin(), steps.end()); }
+
+double ProfileReport::unet_iterations_per_second() const {
+  const double m = median_step();
+  return m > 0 ? 1.0 / m : 0;
+}
+
+std::string ProfileReport::table() const {
+  std::string t = cat("profile (", device, ", ", dtype, ")\n");
+  t += row("model load", fixed(model_load, 3) + " s");
+  t += row("tokenize", fixed(tokenize * 1e3, 2) + " ms");
+  t += row("text encode", fixed(text_encode, 3) + " s");
+  t += row("denoising steps", cat(steps.size(), " calls, min ", fixed(min_step(), 3), " s, median ", fixed(median_step(), 3), " s"));
+  t += row("UNet it/s", fixed(unet_iterations_per_second(), 3));
+  t += row("VAE decode", fixed(vae_decode, 3) + " s");
+  t += row("PNG write", fixed(png_write, 3) + " s");
+  t += row("total", fixed(total, 3) + " s");
+  t += row("images", cat(images));
+  t += row("weights", fixed(weight_bytes / 1e9, 3) + " GB");
+  t += row("peak host RSS", fixed(peak_host_bytes / 1e9, 3) + " GB");
+  return t;
+}
+
+nlohmann::json ProfileReport::json() const {
+  return {{"device", device},
+          {"dtype", dtype},
+          {"model_load_s", model_load},
+          {"tokenize_s", tokenize},
+          {"text_encode_s", text_encode},
+          {"step_s", steps},
+          {"step_min_s", min_step()},
+          {"step_median_s", median_step()},
+          {"unet_it_per_s", unet_iterations_per_second()},
+          {"vae_decode_s", vae_decode},
+          {"png_write_s", png_write},
+          {"total_s", total},
+          {"images", images},
+          {"weight_bytes", weight_bytes},
+          {"peak_host_rss_bytes", peak_host_bytes}};
+}
+
+std::string ProfileReport::summary_line(std::size_t images_written) const {
+  const double per_image = images ? (total - model_load) / static_cast<double>(images) : 0;
+  return cat("wrote ", images_written, images_written == 1 ? " image" : " images", ", ", fixed(per_image, 2),
+             " s/image, UNet ", fixed(unet_iterations_per_second(), 3), " it/s, peak memory ",
+             fixed(peak_host_bytes / 1e9, 2), " GB (host RSS)");
+}
+
+}  // namespace sdgen::app

@@ -1,0 +1,45 @@
+// ShapeBackend: runs the op set without computing anything.
+//
+// Every op validates its arguments with the same checks the real backends call (op_checks.hpp)
+// and returns. Two uses: the planning pass, where a model runs once on ShapeBackend while a
+// planning allocator records each activation's size and lifetime, so the arena is sized before
+// the first real step; and shape tests, which run a full-size network in microseconds. It never
+// reads or writes tensor data, so tensors may carry null (or fake) pointers.
+#pragma once
+
+#include "kernels/backend.hpp"
+#include "kernels/op_checks.hpp"
+
+namespace sdgen {
+
+class ShapeBackend final : public Backend {
+ public:
+  // `support`: the dtypes and device of the backend this one stands in for, so that planning
+  // rejects what the real run would reject.
+  explicit ShapeBackend(const OpSupport& support) : support_(support) {}
+
+  std::string_view name() const override { return "shape"; }
+  // Checks w and keeps it: planning needs shapes only.
+  Tensor prepare_weight(const Tensor& w, WeightUse use) override;
+
+  void linear(const Tensor& x, const Tensor& w, const Tensor& out, const LinearArgs& args) override;
+  void conv2d(const Tensor& x, const Tensor& w, const Tensor& out, const Conv2dArgs& args) override;
+  void group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& out,
+                  const GroupNormArgs& args) override;
+  void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& out,
+                  const LayerNormArgs& args) override;
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                 const AttentionArgs& args) override;
+  void geglu(const Tensor& x, const Tensor& out) override;
+  void activation(const Tensor& x, const Tensor& out, Act act) override;
+  void add(const Tensor& a, const Tensor* b, const Tensor& out, const AddArgs& args) override;
+  void upsample_nearest2x(const Tensor& x, const Tensor& out) override;
+  void concat_channels(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void timestep_embedding(const Tensor& t, const Tensor& out, const TimestepEmbeddingArgs& args) override;
+  void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) override;
+
+ private:
+  OpSupport support_;
+};
+
+}  // namespace sdgen
