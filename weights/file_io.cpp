@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "lib/core/error.hpp"
 
@@ -28,49 +29,48 @@ std::string read_text_file(const std::filesystem::path& path, std::size_t max_by
   return text.str();
 }
 
-namespace {
-
-// Removes the temporary file unless the rename succeeded.
-struct TempFile {
-  std::string path;
-  bool keep = false;
-  ~TempFile() {
-    if (!keep && !path.empty()) ::unlink(path.c_str());
+AtomicOutputFile::AtomicOutputFile(std::filesystem::path destination) : destination_(std::move(destination)) {
+  const auto dir = destination_.has_parent_path() ? destination_.parent_path() : std::filesystem::path(".");
+  temp_ = (dir / ("." + destination_.filename().string() + ".tmp-XXXXXX")).string();
+  fd_ = ::mkstemp(temp_.data());
+  if (fd_ < 0) {
+    temp_.clear();
+    fail("cannot create a temporary file", errno);
   }
-};
-
-[[noreturn]] void fail(const std::filesystem::path& dest, const char* what, int err) {
-  throw Error(cat("cannot write ", dest.string(), ": ", what, ": ", std::strerror(err)));
 }
 
-}  // namespace
+AtomicOutputFile::~AtomicOutputFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!temp_.empty()) ::unlink(temp_.c_str());
+}
 
-void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {
-  const auto dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  std::string pattern = (dir / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
-  const int fd = ::mkstemp(pattern.data());
-  if (fd < 0) fail(path, "cannot create a temporary file", errno);
-  TempFile temp{pattern};
+void AtomicOutputFile::write(std::span<const std::byte> bytes) {
   std::size_t done = 0;
   while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      fail(path, "write failed", err);
-    }
+    const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail("write failed", errno);
     done += static_cast<std::size_t>(n);
   }
-  if (::fsync(fd) != 0) {
-    const int err = errno;
-    ::close(fd);
-    fail(path, "fsync failed", err);
-  }
-  ::fchmod(fd, 0644);
-  if (::close(fd) != 0) fail(path, "close failed", errno);
-  if (::rename(temp.path.c_str(), path.c_str()) != 0) fail(path, "rename failed", errno);
-  temp.keep = true;
+}
+
+void AtomicOutputFile::commit() {
+  if (::fsync(fd_) != 0) fail("fsync failed", errno);
+  ::fchmod(fd_, 0644);
+  const int fd = std::exchange(fd_, -1);
+  if (::close(fd) != 0) fail("close failed", errno);
+  if (::rename(temp_.c_str(), destination_.c_str()) != 0) fail("rename failed", errno);
+  temp_.clear();
+}
+
+void AtomicOutputFile::fail(const char* what, int err) const {
+  throw Error(cat("cannot write ", destination_.string(), ": ", what, ": ", std::strerror(err)));
+}
+
+void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {
+  AtomicOutputFile file(path);
+  file.write(bytes);
+  file.commit();
 }
 
 }  // namespace sdgen::weights

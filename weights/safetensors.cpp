@@ -1,9 +1,5 @@
 #include "weights/safetensors.hpp"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -14,6 +10,7 @@
 
 #include "lib/core/error.hpp"
 #include "lib/core/half.hpp"
+#include "weights/file_io.hpp"
 
 namespace sdgen::weights {
 
@@ -189,7 +186,8 @@ void SafeTensorsFile::convert_to_f32(const TensorInfo& t, std::span<float> out) 
   const auto* src = bytes(t).data();
   switch (t.dtype) {
     case DType::F32:
-      std::memcpy(out.data(), src, n * 4);
+      // memcpy's pointers must not be null even for 0 bytes, and an empty tensor's may be.
+      if (n != 0) std::memcpy(out.data(), src, n * 4);
       return;
     case DType::F16:
     case DType::BF16:
@@ -241,56 +239,6 @@ std::string header_bytes(std::span<const TensorProducer> tensors, const std::map
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((std::uint64_t(text.size()) >> (8 * i)) & 0xff);
   return out + text;
 }
-
-// A file written under a temporary name in its destination's directory and renamed over the
-// destination once it is complete and on disk (what write_file_atomically does for one buffer).
-// Until commit() succeeds, the destructor removes the temporary.
-class AtomicOutputFile {
- public:
-  explicit AtomicOutputFile(std::filesystem::path dest) : dest_(std::move(dest)) {
-    const auto dir = dest_.has_parent_path() ? dest_.parent_path() : std::filesystem::path(".");
-    temp_ = (dir / ("." + dest_.filename().string() + ".tmp-XXXXXX")).string();
-    fd_ = ::mkstemp(temp_.data());
-    if (fd_ < 0) {
-      temp_.clear();
-      fail("cannot create a temporary file", errno);
-    }
-  }
-  AtomicOutputFile(const AtomicOutputFile&) = delete;
-  AtomicOutputFile& operator=(const AtomicOutputFile&) = delete;
-  ~AtomicOutputFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!temp_.empty()) ::unlink(temp_.c_str());
-  }
-
-  void write(std::span<const std::byte> bytes) {
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-      const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) fail("write failed", errno);
-      done += static_cast<std::size_t>(n);
-    }
-  }
-
-  void commit() {
-    if (::fsync(fd_) != 0) fail("fsync failed", errno);
-    ::fchmod(fd_, 0644);
-    const int fd = std::exchange(fd_, -1);
-    if (::close(fd) != 0) fail("close failed", errno);
-    if (::rename(temp_.c_str(), dest_.c_str()) != 0) fail("rename failed", errno);
-    temp_.clear();
-  }
-
- private:
-  [[noreturn]] void fail(const char* what, int err) const {
-    throw Error(cat("cannot write ", dest_.string(), ": ", what, ": ", std::strerror(err)));
-  }
-
-  std::filesystem::path dest_;
-  std::string temp_;  // empty once renamed (or never created)
-  int fd_ = -1;
-};
 
 }  // namespace
 

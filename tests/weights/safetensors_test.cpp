@@ -161,3 +161,17 @@ TEST_CASE("a misaligned tensor gets no typed view but converts through memcpy", 
   CHECK_THROWS_WITH(file.f32(file.at("w")), Catch::Contains("not aligned"));
   CHECK(file.to_f32(file.at("w")) == std::vector<float>{1.0f});
 }
+
+// Found by tests/fuzz/safetensors_fuzz: converting an empty F32 tensor passed an empty vector's
+// null data() to memcpy, undefined behaviour that UBSan reports (the sanitizer build runs this).
+TEST_CASE("an empty tensor converts to no floats, and an empty integer tensor is still refused",
+          "[safetensors]") {
+  TempDir dir;
+  const fs::path p = dir.path / "empty.safetensors";
+  write_raw(p, with_header(R"({"e": {"dtype": "F32", "shape": [0, 4], "data_offsets": [0, 0]},)"
+                           R"( "i": {"dtype": "I64", "shape": [0], "data_offsets": [0, 0]}})",
+                           0));
+  SafeTensorsFile file(p);
+  CHECK(file.to_f32(file.at("e")).empty());
+  CHECK_THROWS_AS(file.to_f32(file.at("i")), ModelError);
+}
