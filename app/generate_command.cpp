@@ -6,6 +6,11 @@
 // generator seeded with the prompt's seed (its own `--seed` in a prompt file, else --seed plus the
 // prompt's position in the file, else a random seed), which is always printed and stored in the
 // PNG, so any image can be regenerated alone.
+//
+// Ctrl-C or SIGTERM during the loop stops it at the next UNet call, VAE decode or prompt
+// (app/signals.hpp): the image in progress is dropped, those written stay, and a rerun with
+// --skip-existing resumes. Before the loop nothing has been written, so a signal there simply
+// ends the process.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -23,6 +28,7 @@
 #include "app/profile_report.hpp"
 #include "app/progress.hpp"
 #include "app/prompt_file.hpp"
+#include "app/signals.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "lib/core/error.hpp"
 #include "lib/pipeline/txt2img.hpp"
@@ -136,7 +142,11 @@ void run_generate(const GenerateOptions& o) {
   };
   std::size_t image_index = 0;
   bool dumped = false;
+  // Lives to the end of the run: a signal after the last image has nothing left to abandon, and the
+  // report below is written whole rather than cut off.
+  const InterruptHandler interrupt_handler;
   while (const auto job = next_job()) {
+    throw_if_interrupted();
     const auto paths = namer.paths(job->item, job->prompt);
     if (resolve_existing(paths, existing) == PromptAction::Skip) {
       progress.message(cat("skipped (exists): ", paths.front().string()));
@@ -150,7 +160,8 @@ void run_generate(const GenerateOptions& o) {
     progress.start_image(++image_index, 0, scheduler.num_calls());
     pipeline::Dump dump;
     const bool dump_this = !o.dump.empty() && !dumped;
-    const auto images = pipe.generate(request, [&](int done, int) { progress.step(done); }, dump_this ? &dump : nullptr);
+    const auto images = pipe.generate(request, [&](int done, int) { progress.step(done); }, dump_this ? &dump : nullptr,
+                                     [] { return interrupted(); });
     const auto png_start = Clock::now();
     const GenerationParameters params{.prompt = job->prompt,
                                       .negative_prompt = job->negative,

@@ -1,11 +1,13 @@
 // sdgen's entry point: parse the command line, run the chosen command, and turn every error into
-// one line on stderr and a non-zero exit (2: the command line is wrong; 1: anything else). This is
-// the only place exceptions are caught.
+// one line on stderr and a non-zero exit (2: the command line is wrong; 1: anything else; 128 +
+// the signal when Ctrl-C or SIGTERM stopped a run, see app/signals.hpp). This is the only place
+// exceptions are caught.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
 
 #include "app/commands.hpp"
+#include "app/signals.hpp"
 #include "lib/core/error.hpp"
 
 int main(int argc, char** argv) {
@@ -28,6 +30,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "sdgen: error: %s\n", e.what());
     return 2;
+  } catch (const sdgen::Cancelled&) {
+    std::fputs("sdgen: interrupted\n", stderr);
+    return sdgen::app::interrupted_exit_code();
   } catch (const sdgen::UsageError& e) {
     std::fprintf(stderr, "sdgen: error: %s\n", e.what());
     return 2;

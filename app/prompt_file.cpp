@@ -115,11 +115,12 @@ std::optional<ParsedLine> parse_prompt_line(std::string_view text) {
     while (pos < line.size() && is_blank(line[pos])) ++pos;
     if (pos == line.size()) break;
     // After the prompt or a value, only a setting can follow.
+    // Checked first: the name is read from pos + 2, which must not pass the end (a trailing "-").
+    if (line.substr(pos, 2) != "--")
+      throw UsageError(cat("expected a setting such as --seed after the quoted text, got '", line.substr(pos), "'"));
     std::size_t name_end = pos + 2;
     while (name_end < line.size() && !is_blank(line[name_end])) ++name_end;
     const std::string name(line.substr(pos + 2, name_end - pos - 2));
-    if (line.substr(pos, 2) != "--")
-      throw UsageError(cat("expected a setting such as --seed after the quoted text, got '", line.substr(pos), "'"));
     if (name.empty())
       throw UsageError("'--' without a setting name (put the prompt in double quotes to keep a \" --\" in it)");
     pos = name_end;

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string_view>
 
 #include "lib/core/tensor.hpp"
@@ -113,6 +114,9 @@ class Backend {
   virtual Tensor prepare_weight(const Tensor& w, WeightUse /*use*/) { return w; }
   // Bytes the backend holds itself (prepared weights, scratch), for --profile.
   virtual std::size_t held_bytes() const { return 0; }
+  // A ShapeBackend that accepts exactly what this backend accepts and computes nothing: the
+  // pipeline runs a stage through it once to plan the activation arena before the first step.
+  virtual std::unique_ptr<Backend> shape_only() const = 0;
 
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor& out, const LinearArgs& args) = 0;
   virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor& out, const Conv2dArgs& args) = 0;

@@ -19,6 +19,7 @@ class ShapeBackend final : public Backend {
   explicit ShapeBackend(const OpSupport& support) : support_(support) {}
 
   std::string_view name() const override { return "shape"; }
+  std::unique_ptr<Backend> shape_only() const override { return std::make_unique<ShapeBackend>(support_); }
   // Checks w and keeps it: planning needs shapes only.
   Tensor prepare_weight(const Tensor& w, WeightUse use) override;
 

@@ -287,6 +287,9 @@ UNetConfig parse_unet_config(std::string_view json_text, const std::filesystem::
   // diffusers pads (k - 1) / 2, which keeps the size only for odd kernels.
   if (c.conv_in_kernel % 2 == 0) r.fail("conv_in_kernel", cat("is ", c.conv_in_kernel, "; it must be odd"));
   if (c.conv_out_kernel % 2 == 0) r.fail("conv_out_kernel", cat("is ", c.conv_out_kernel, "; it must be odd"));
+  // The default time_embedding_dim is 4x the first width, which must not overflow an int.
+  if (c.block_out_channels[0] > std::numeric_limits<int>::max() / 4)
+    r.fail("block_out_channels", cat("starts with ", c.block_out_channels[0], ", far too wide for a UNet"));
   c.time_embedding_dim = r.get_positive_int("time_embedding_dim", c.block_out_channels[0] * 4);
 
   check_divisible_by_groups(r, c.block_out_channels, c.norm_num_groups);

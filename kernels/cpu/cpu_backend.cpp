@@ -2,6 +2,8 @@
 // call the kernel, and turn oneDNN's failures into BackendError naming the op.
 #include "kernels/cpu/cpu_backend.hpp"
 
+#include "kernels/shape_backend.hpp"
+
 #include <thread>
 #include <vector>
 
@@ -68,6 +70,8 @@ CpuBackend::~CpuBackend() = default;
 OpSupport CpuBackend::op_support() {
   return OpSupport{DeviceKind::Cpu, DType::F32, DType::F32, DTypeSet{DType::F32, DType::BF16}};
 }
+
+std::unique_ptr<Backend> CpuBackend::shape_only() const { return std::make_unique<ShapeBackend>(op_support()); }
 
 int CpuBackend::threads() const { return ctx_->threads; }
 DType CpuBackend::compute() const { return ctx_->compute; }

@@ -67,6 +67,7 @@ class CpuBackend final : public Backend {
   // oneDNN's kernels read, in the compute dtype. The result is Layout::Packed.
   Tensor prepare_weight(const Tensor& w, WeightUse use) override;
   std::size_t held_bytes() const override;
+  std::unique_ptr<Backend> shape_only() const override;
 
   void linear(const Tensor& x, const Tensor& w, const Tensor& out, const LinearArgs& args) override;
   void conv2d(const Tensor& x, const Tensor& w, const Tensor& out, const Conv2dArgs& args) override;

@@ -101,8 +101,10 @@ ArenaPlan plan_arena(const std::vector<AllocationRecord>& records) {
   return plan;
 }
 
-Arena::Arena(void* base, ArenaPlan plan, std::vector<AllocationRecord> records, Device device)
-    : base_(static_cast<std::byte*>(base)), plan_(std::move(plan)), records_(std::move(records)), device_(device) {}
+Arena::Arena(Allocator& backing, ArenaPlan plan, std::vector<AllocationRecord> records)
+    : backing_(backing), block_(backing.acquire(plan.total_bytes)), plan_(std::move(plan)), records_(std::move(records)) {}
+
+Arena::~Arena() { backing_.release(block_.token); }
 
 Allocator::Block Arena::acquire(std::size_t bytes) {
   if (next_ >= records_.size() || records_[next_].bytes != bytes)
@@ -110,7 +112,7 @@ Allocator::Block Arena::acquire(std::size_t bytes) {
                     next_ < records_.size() ? cat(records_[next_].bytes, " bytes") : std::string("no more requests"),
                     "); the computation differs from its planning pass"));
   const std::size_t k = next_++;
-  return {base_ + plan_.offsets[k], k};
+  return {static_cast<std::byte*>(block_.data) + plan_.offsets[k], k};
 }
 
 void Arena::release(std::size_t) noexcept {}

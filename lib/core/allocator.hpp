@@ -115,22 +115,27 @@ struct ArenaPlan {
 // peak live size on network-shaped lifetimes).
 ArenaPlan plan_arena(const std::vector<AllocationRecord>& records);
 
-// Serves a planned sequence of requests out of one caller-owned block. Request k must have the
-// planned size; anything else means the run diverged from the planning pass and is an error.
+// Serves a planned sequence of requests out of one block taken from `backing` (held until the
+// arena is destroyed). Request k must have the planned size; anything else means the run diverged
+// from the planning pass and is an error.
 class Arena final : public Allocator {
  public:
-  Arena(void* base, ArenaPlan plan, std::vector<AllocationRecord> records, Device device);
+  Arena(Allocator& backing, ArenaPlan plan, std::vector<AllocationRecord> records);
+  ~Arena() override;
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
   Block acquire(std::size_t bytes) override;
   void release(std::size_t token) noexcept override;
-  Device device() const override { return device_; }
+  Device device() const override { return backing_.device(); }
+  std::size_t total_bytes() const { return plan_.total_bytes; }
   // Starts the planned sequence again (each denoising step replays the same requests).
   void rewind();
 
  private:
-  std::byte* base_;
+  Allocator& backing_;
+  Block block_;
   ArenaPlan plan_;
   std::vector<AllocationRecord> records_;
-  Device device_;
   std::size_t next_ = 0;
 };
 

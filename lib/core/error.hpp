@@ -37,6 +37,15 @@ class BackendError : public Error {
   using Error::Error;
 };
 
+// The run was asked to stop (app/signals.hpp turns Ctrl-C and SIGTERM into this): thrown at the next
+// safe point, so whatever is half-computed is dropped and whatever was finished stays. Not a
+// failure of the input: app/main.cpp reports it as "sdgen: interrupted" with the shell's exit code
+// for the signal (130 for SIGINT, 143 for SIGTERM).
+class Cancelled : public Error {
+ public:
+  using Error::Error;
+};
+
 // Builds a message from streamable parts: throw ModelError(cat(path, ": tensor '", name, "' ..."));
 template <class... Parts>
 std::string cat(const Parts&... parts) {

@@ -80,6 +80,21 @@ Pipeline::Pipeline(const weights::OpenedModel& model, Backend& backend)
 
 Pipeline::~Pipeline() = default;
 
+Arena Pipeline::plan_unet_step(std::int64_t rows, std::int64_t h, std::int64_t w, std::int64_t c, const Tensor& context,
+                               Allocator& backing) const {
+  const auto shapes = backend_.shape_only();
+  PlanningAllocator planner(backing.device());
+  {
+    Ctx plan{*shapes, planner};
+    const auto unet_in = plan.alloc({rows, h, w, c});
+    const auto t = plan.alloc({rows});
+    const auto eps = unet_.forward(plan, unet_in, t, context);
+  }
+  auto records = planner.records();
+  auto arena_plan = plan_arena(records);
+  return Arena(backing, std::move(arena_plan), std::move(records));
+}
+
 std::size_t Pipeline::weight_bytes() const {
   std::size_t bytes = backend_.held_bytes();
   for (const auto& s : stores_) bytes += s.owned_bytes();
@@ -102,8 +117,14 @@ void validate_request(const weights::OpenedModel& model, const GenerateRequest& 
   const schedulers::Scheduler check(r.scheduler, model.scheduler, options);  // throws for options it refuses
 }
 
-GeneratedImages Pipeline::generate(const GenerateRequest& r, const ProgressFn& progress, Dump* dump) {
+GeneratedImages Pipeline::generate(const GenerateRequest& r, const ProgressFn& progress, Dump* dump,
+                                   const CancelFn& cancelled) {
   validate_request(model_, r);
+  // Polled at the boundaries of the long steps: a UNet call or a VAE decode is never cut in half,
+  // so a cancellation waits at most one of them.
+  const auto stop_if_cancelled = [&] {
+    if (cancelled && cancelled()) throw Cancelled("generation cancelled");
+  };
   auto options = r.scheduler_options;
   options.steps = r.steps;
   const schedulers::Scheduler scheduler(r.scheduler, model_.scheduler, options);
@@ -166,16 +187,22 @@ GeneratedImages Pipeline::generate(const GenerateRequest& r, const ProgressFn& p
     rec.append(name, latent_nchw, nchw_scratch);
   };
   const auto guidance = static_cast<float>(r.guidance_scale);
+  // Every step makes the same requests in the same order, so their memory is planned once, by a
+  // shape-only run of one step, and served from one block: no allocation inside the loop.
+  Arena arena = plan_unet_step(rows, h, w, c, context, heap);
+  Ctx step_ctx{backend_, arena};
   for (int call = 0; call < scheduler.num_calls(); ++call) {
+    stop_if_cancelled();
     start = Clock::now();
-    auto unet_in = ctx.alloc({rows, h, w, c});
-    auto t = ctx.alloc({rows});
+    arena.rewind();
+    auto unet_in = step_ctx.alloc({rows, h, w, c});
+    auto t = step_ctx.alloc({rows});
     const auto scale = static_cast<float>(scheduler.model_input_scale(call));
     auto in = floats(unet_in);
     for (std::int64_t copy = 0; copy < rows / n; ++copy)
       for (std::size_t i = 0; i < latent_size; ++i) in[static_cast<std::size_t>(copy) * latent_size + i] = latents[i] * scale;
     std::fill_n(t.view().ptr<float>(), rows, timesteps[static_cast<std::size_t>(call)]);
-    const auto eps = unet_.forward(ctx, unet_in, t, context);  // [rows, h, w, c]
+    const auto eps = unet_.forward(step_ctx, unet_in, t, context);  // [rows, h, w, c]
     const auto out = floats(eps);
     if (guided) {
       const auto uncond = out.subspan(0, latent_size), cond = out.subspan(latent_size, latent_size);
@@ -208,6 +235,7 @@ GeneratedImages Pipeline::generate(const GenerateRequest& r, const ProgressFn& p
   rec.nhwc("vae_in", latent_nhwc, vae_in);
   const auto per_image = latent_size / static_cast<std::size_t>(n);
   for (std::int64_t img = 0; img < n; ++img) {
+    stop_if_cancelled();
     auto z = ctx.alloc({1, h, w, c});
     std::copy_n(vae_in.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(img) * per_image), per_image, z.view().ptr<float>());
     const auto decoded = vae_.decode(ctx, z);  // [1, H, W, 3]

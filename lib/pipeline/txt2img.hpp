@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "kernels/backend.hpp"
+#include "lib/core/allocator.hpp"
 #include "lib/models/clip_text.hpp"
 #include "lib/models/unet.hpp"
 #include "lib/models/vae.hpp"
@@ -82,6 +83,12 @@ void validate_request(const weights::OpenedModel& model, const GenerateRequest& 
 // Called after every UNet call with (calls done, total calls); for progress bars.
 using ProgressFn = std::function<void(int done, int total)>;
 
+// Asked before every UNet call and every VAE decode; true abandons the generation with
+// sdgen::Cancelled. The library only polls: what makes it true (a signal, a GUI button, a
+// deadline) is the caller's business, so lib/ holds no signal handling. It must be cheap and must
+// not throw.
+using CancelFn = std::function<bool()>;
+
 class Pipeline {
  public:
   // Builds the networks from the opened model's configs, checks every tensor (ModelError on any
@@ -91,13 +98,19 @@ class Pipeline {
   ~Pipeline();
 
 
-  GeneratedImages generate(const GenerateRequest& request, const ProgressFn& progress = {}, Dump* dump = nullptr);
+  // Throws sdgen::Cancelled when `cancelled` says so; nothing of the request is returned then.
+  GeneratedImages generate(const GenerateRequest& request, const ProgressFn& progress = {}, Dump* dump = nullptr,
+                           const CancelFn& cancelled = {});
 
   const weights::OpenedModel& model() const { return model_; }
   // Bytes of converted weights held for the backend (store + backend-owned packed copies).
   std::size_t weight_bytes() const;
 
  private:
+  // The activation arena of one UNet call on a [rows, h, w, c] batch, planned by a shape-only run.
+  Arena plan_unet_step(std::int64_t rows, std::int64_t h, std::int64_t w, std::int64_t c, const Tensor& context,
+                       Allocator& backing) const;
+
   const weights::OpenedModel& model_;
   Backend& backend_;
   tokenizer::ClipTokenizer tokenizer_;

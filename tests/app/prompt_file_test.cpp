@@ -129,6 +129,14 @@ TEST_CASE("bad lines are errors naming the file and the line", "[prompt_file]") 
   CHECK_THAT(error_for(std::string(70000, 'a')), Catch::StartsWith("1: line is longer than 65536 bytes"));
 }
 
+// Found by tests/fuzz/prompt_file_fuzz: a single '-' ending the line after a quoted prompt or
+// value made the setting-name read start past the end, and std::out_of_range escaped.
+TEST_CASE("a lone '-' after quoted text is a usage error", "[prompt_file]") {
+  CHECK_THAT(error_for("\"a fox\" -\n"), Catch::StartsWith("1: expected a setting such as --seed"));
+  CHECK_THAT(error_for("a fox --neg \"x\" -\n"), Catch::StartsWith("1: expected a setting such as --seed"));
+  CHECK_THROWS_AS(sdgen::app::parse_prompt_line("\"a fox\" -"), UsageError);
+}
+
 TEST_CASE("files that cannot be read, or hold no prompt, are named", "[prompt_file]") {
   sdgen::test::TempDir dir;
   CHECK_THROWS_AS(PromptFileReader(dir.path / "missing.txt"), UsageError);

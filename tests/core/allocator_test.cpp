@@ -72,8 +72,9 @@ TEST_CASE("the arena serves the planned sequence and rejects a different one", "
   }
   const auto records = planner.records();
   const auto plan = plan_arena(records);
-  std::vector<std::byte> memory(plan.total_bytes + 64);
-  Arena arena(memory.data(), plan, records, Device{});
+  HeapAllocator heap;
+  Arena arena(heap, plan, records);
+  CHECK(heap.bytes_in_use() == plan.total_bytes);
   for (int replay = 0; replay < 2; ++replay) {
     arena.rewind();
     Activation a(arena, Shape{100}, DType::F32);

@@ -283,3 +283,11 @@ TEST_CASE("single files get SD 2.x presets for OpenCLIP or 1024-wide text encode
   CHECK(choose_preset({LdmTextEncoder::OpenClip, 1024}, P::Epsilon) == PresetId::SD21Base);
   CHECK(choose_preset({LdmTextEncoder::Clip, 1024}, P::FromConfig) == PresetId::SD21);
 }
+
+// Found by tests/fuzz/configs_fuzz: a first block width above INT_MAX / 4 overflowed the default
+// time_embedding_dim (4x that width), undefined behaviour that UBSan reports.
+TEST_CASE("a UNet width whose default time embedding overflows an int is refused", "[weights][configs]") {
+  const std::string huge = R"({"block_out_channels": [1073741824, 1073741824, 1073741824, 1073741824]})";
+  CHECK_THAT(error_of([&] { parse_unet_config(huge, "unet/config.json"); }),
+             Catch::Contains("unet/config.json") && Catch::Contains("block_out_channels"));
+}
