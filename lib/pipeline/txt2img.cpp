@@ -189,40 +189,43 @@ GeneratedImages Pipeline::generate(const GenerateRequest& r, const ProgressFn& p
   const auto guidance = static_cast<float>(r.guidance_scale);
   // Every step makes the same requests in the same order, so their memory is planned once, by a
   // shape-only run of one step, and served from one block: no allocation inside the loop.
-  Arena arena = plan_unet_step(rows, h, w, c, context, heap);
-  Ctx step_ctx{backend_, arena};
-  for (int call = 0; call < scheduler.num_calls(); ++call) {
-    stop_if_cancelled();
-    start = Clock::now();
-    arena.rewind();
-    auto unet_in = step_ctx.alloc({rows, h, w, c});
-    auto t = step_ctx.alloc({rows});
-    const auto scale = static_cast<float>(scheduler.model_input_scale(call));
-    auto in = floats(unet_in);
-    for (std::int64_t copy = 0; copy < rows / n; ++copy)
-      for (std::size_t i = 0; i < latent_size; ++i) in[static_cast<std::size_t>(copy) * latent_size + i] = latents[i] * scale;
-    std::fill_n(t.view().ptr<float>(), rows, timesteps[static_cast<std::size_t>(call)]);
-    const auto eps = unet_.forward(step_ctx, unet_in, t, context);  // [rows, h, w, c]
-    const auto out = floats(eps);
-    if (guided) {
-      const auto uncond = out.subspan(0, latent_size), cond = out.subspan(latent_size, latent_size);
-      for (std::size_t i = 0; i < latent_size; ++i) guided_out[i] = uncond[i] + guidance * (cond[i] - uncond[i]);
-      record_step("eps.steps.uncond", uncond);
-      record_step("eps.steps.cond", cond);
-    } else {
-      std::copy(out.begin(), out.end(), guided_out.begin());
-      record_step("eps.steps.cond", out);
+  // The block is returned before the VAE decode, whose activations set the run's peak memory.
+  {
+    Arena arena = plan_unet_step(rows, h, w, c, context, heap);
+    Ctx step_ctx{backend_, arena};
+    for (int call = 0; call < scheduler.num_calls(); ++call) {
+      stop_if_cancelled();
+      start = Clock::now();
+      arena.rewind();
+      auto unet_in = step_ctx.alloc({rows, h, w, c});
+      auto t = step_ctx.alloc({rows});
+      const auto scale = static_cast<float>(scheduler.model_input_scale(call));
+      auto in = floats(unet_in);
+      for (std::int64_t copy = 0; copy < rows / n; ++copy)
+        for (std::size_t i = 0; i < latent_size; ++i) in[static_cast<std::size_t>(copy) * latent_size + i] = latents[i] * scale;
+      std::fill_n(t.view().ptr<float>(), rows, timesteps[static_cast<std::size_t>(call)]);
+      const auto eps = unet_.forward(step_ctx, unet_in, t, context);  // [rows, h, w, c]
+      const auto out = floats(eps);
+      if (guided) {
+        const auto uncond = out.subspan(0, latent_size), cond = out.subspan(latent_size, latent_size);
+        for (std::size_t i = 0; i < latent_size; ++i) guided_out[i] = uncond[i] + guidance * (cond[i] - uncond[i]);
+        record_step("eps.steps.uncond", uncond);
+        record_step("eps.steps.cond", cond);
+      } else {
+        std::copy(out.begin(), out.end(), guided_out.begin());
+        record_step("eps.steps.cond", out);
+      }
+      if (scheduler.needs_noise(call)) {
+        step_noise = draw_latent_noise(generator, latent_nchw);
+        record_step("step_noise", step_noise);
+      }
+      schedulers::StepBuffers buffers{.sample = latents, .model_output = guided_out, .noise = step_noise};
+      for (std::size_t s = 0; s < history.size(); ++s) buffers.history[s] = history[s];
+      schedulers::apply_step_plan(scheduler.plan(call), buffers);
+      record_step("latents.steps", latents);
+      result.seconds.steps.push_back(seconds_since(start));
+      if (progress) progress(call + 1, scheduler.num_calls());
     }
-    if (scheduler.needs_noise(call)) {
-      step_noise = draw_latent_noise(generator, latent_nchw);
-      record_step("step_noise", step_noise);
-    }
-    schedulers::StepBuffers buffers{.sample = latents, .model_output = guided_out, .noise = step_noise};
-    for (std::size_t s = 0; s < history.size(); ++s) buffers.history[s] = history[s];
-    schedulers::apply_step_plan(scheduler.plan(call), buffers);
-    record_step("latents.steps", latents);
-    result.seconds.steps.push_back(seconds_since(start));
-    if (progress) progress(call + 1, scheduler.num_calls());
   }
   rec.nhwc("latents.final", latent_nhwc, latents);
 
