@@ -5,12 +5,13 @@
 #           ICU (Unicode categories and normalisation for the CLIP tokenizer),
 #           OpenBLAS and oneDNN (CPU backend)
 #   tests:  Catch2 v2
+#   fuzz:   clang 14 and its libFuzzer/sanitizer runtimes (scripts/fuzz.sh)
 # The CUDA toolkit is not a Debian package here; when /usr/local/cuda/bin/nvcc exists the build
 # picks it up (SDGEN_CUDA=AUTO).
 set -euo pipefail
 packages=(cmake ninja-build g++ ccache pkg-config
           libcli11-dev nlohmann-json3-dev libstb-dev libicu-dev libopenblas-dev libdnnl-dev
-          catch2)
+          catch2 clang-14 libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
