@@ -372,9 +372,10 @@ int main(int argc, char** argv) {
         p.report(reps, cat("VAE decode, 512x512, ", name, ", ", threads, " threads").c_str());
       }
       const CpuBackendStats s = be.stats();
-      std::printf("%s backend: %zu MB prepared weights, %zu MB scratch, %ld primitives, %ld repacks\n", name,
-                  s.prepared_weight_bytes >> 20, s.scratch_bytes >> 20, static_cast<long>(s.primitives),
-                  static_cast<long>(s.repacks));
+      if (s.primitives > 0)
+        std::printf("%s backend: %zu MB prepared weights (one per distinct shape), %zu MB scratch, %ld primitives, %ld repacks\n",
+                    name, s.prepared_weight_bytes >> 20, s.scratch_bytes >> 20, static_cast<long>(s.primitives),
+                    static_cast<long>(s.repacks));
     }
   } catch (const Error& e) {
     std::fprintf(stderr, "sdgen_ops_bench: %s\n", e.what());
