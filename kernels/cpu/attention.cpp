@@ -11,7 +11,7 @@
 //   O^T [d, tq] += V^T_tile [d, tk] . P^T [tk, tq]       (oneDNN matmul with a sum post-op)
 // Why: Q^T is the same for every key tile of an item, so it is packed into the kernels' blocked
 // layout once per item and the first matmul never re-packs its weights (with K as the weights,
-// it re-packed them on every call: 97 ms of 205 in bf16 on [2, 8 heads, 4096, 4096, d 40]). And
+// it re-packed them on every call: about half of the 211 ms below, in bf16). And
 // with queries along rows of S^T the softmax statistics are per column, so the softmax loop runs
 // down contiguous 16-query vectors with no horizontal reductions.
 //
@@ -19,12 +19,17 @@
 // the compute dtype (bf16 rounding included), which is what makes any batch/row stride of q/k/v
 // free for the kernels.
 //
-// Measured on this machine, [2, 8 heads, 4096 tokens, d 40] (one self-attention at 512x512):
-//   dnnl_sgemm per tile, scalar softmax:          420 ms   (fp32)
-//   oneDNN matmul per tile, K as weights:          205 ms   (fp32 and bf16 alike: re-packing bound)
-//   this layout, vectorised softmax:               153 ms fp32, 104 ms bf16 (AMX)
-// Tile sizes: 64/128/256 queries by 256/512/1024 keys were within 5% of each other; 128 x 512
-// keeps a score tile (256 KB fp32) in the 2 MB L2.
+// Measured on this machine (2 cores, quiet), [2, 8 heads, 4096 tokens, d 40], one self-attention
+// of the UNet at 512x512 (docs/benchmarks.md has the rest):
+//   dnnl_sgemm per tile (it re-packs K on every call):      207 ms fp32
+//   oneDNN matmul per tile with K as the weights:            206 ms fp32, 211 ms bf16 (re-packing bound)
+//   this layout (Q^T packed once per item), fp32 / bf16:     148 ms,      113 ms (AMX)
+// In bf16 about half of the time is the softmax loop (exp), the rest the two matmuls. A
+// hand-written AVX-512 loop instead of the matmuls would give up AMX in bf16 and could at best
+// match oneDNN's brgemm in fp32; the lever left is the softmax.
+// Tile sizes (bf16; fp32 was flat within 6%): 128 queries x 512 keys 105 ms, x 1024 keys 103 ms,
+// x 256 keys 109 ms; 64 x 512 115 ms; 256 x 512 113 ms. 128 x 512 keeps a score tile (256 KB
+// fp32) well inside the 2 MB L2.
 #include <atomic>
 #include <cmath>
 #include <limits>
@@ -141,8 +146,8 @@ void softmax_tile(const float* s_tile, ProbT* p_tile, float* o_tile, float* m, f
 }
 
 // Per-head copies in the compute dtype: K as [B, H, Nk, d] and V transposed as [B, H, d, Nk].
-// (oneDNN's reorder does this too, but took 8-9 ms each on [2, 4096, 8 x 40] with these strides,
-// against about 1 ms for these loops.)
+// (A oneDNN reorder does the same in 0.4 + 0.8 ms on [2, 4096, 8 x 40] to bf16; these loops take
+// 0.3 + 0.7 ms and need no primitive per shape.)
 template <class T>
 void copy_heads(Context& ctx, const AttentionGeometry& g, const float* k, const float* v, T* kh, T* vt) {
   const std::int64_t heads = g.heads, d = g.head_dim, nk = g.nk;

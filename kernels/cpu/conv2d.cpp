@@ -1,5 +1,5 @@
-// conv2d: out = (conv(x, w) + bias + add_per_channel[b] + residual) * output_scale, NHWC, one
-// oneDNN convolution with the epilogue as its bias and post-ops.
+// conv2d: out = (conv(x, w) + bias + add_per_channel[b] + residual) * output_scale, NHWC: one
+// oneDNN convolution with bias, residual and scale fused, then one pass for add_per_channel.
 //
 // Why each piece is fused the way it is (oneDNN 2.6, measured on this machine; the implementation
 // names are what oneDNN reports):
@@ -8,12 +8,17 @@
 //    34 ms (fp32, brgconv:avx512_core) or 3.6 ms (bf16, brgconv:avx512_core_amx_bf16). Hence
 //    prepare_weight; an unprepared weight is reordered into scratch on every call.
 //  * add_per_channel (the ResNet time embedding, [B, Cout]) as a binary post-op broadcast over
-//    H and W is not supported by brgconv (oneDNN picks gemm:jit in fp32 and ref:any in bf16), so
-//    it is folded into the bias instead: the batch runs image by image, each with
-//    bias + add_per_channel[b] as its bias.
-//  * residual: a full-tensor binary post-op moves fp32 off brgconv (to jit:avx512_core); a sum
-//    post-op keeps it, at the price of copying the residual into out first (0.2 ms for [2, 64,
-//    64, 320], against 34 ms / 3.6 ms for the convolution).
+//    H and W is not supported by brgconv (oneDNN picks gemm:jit in fp32 and ref:any in bf16).
+//    Running the batch image by image with bias + add_per_channel[b] as each image's bias keeps
+//    brgconv but costs 9-27% on the 16x16 and 8x8 levels (fewer rows per run: [2, 16, 16, 2560]
+//    -> 1280 took 126 ms instead of 115 in fp32, [2, 8, 8, 2560] 7.7 ms instead of 6.1 in bf16).
+//    So it is one more pass over out after the whole-batch convolution instead: 0.6 ms at
+//    [2, 64, 64, 320] (10 MB), about 0.1 ms at 16x16; a net gain of ~17 ms (fp32) and ~7 ms (bf16)
+//    per UNet step.
+//  * residual: a sum post-op (after copying the residual into out) keeps brgconv; a full-tensor
+//    binary post-op reads the residual in place but moves to oneDNN's older jit kernels. The two
+//    measured within 3% of each other at every UNet level, fp32 and bf16 (e.g. [2, 64, 64, 320]:
+//    36.1 / 34.8 ms fp32, 4.02 / 4.15 ms bf16), so the convolution stays on brgconv.
 //  * output_scale: an eltwise "linear" post-op, last.
 // BF16 mode: x is rounded to a bf16 copy in scratch first (oneDNN 2.6 has no fp32-source /
 // bf16-weight convolution); out stays fp32.
@@ -53,25 +58,23 @@ dnnl::memory::desc conv_weight_layout(Context& ctx, const Shape& ohwi) {
 void conv2d(Context& ctx, const Conv2dGeometry& g, const Tensor& x, const Tensor& w, const Tensor& out,
             const Conv2dArgs& args) {
   const dnnl_dt cdt = ctx.compute_dt();
-  const bool per_image = args.add_per_channel != nullptr;
-  const std::int64_t mb = per_image ? 1 : g.batch;  // images per primitive run
 
   // The source, in the compute dtype.
+  const dnnl::memory::desc x_desc = nhwc(g.batch, g.cin, g.h, g.w, dnnl_dt::f32);
+  dnnl::memory::desc src_desc = x_desc;
   const void* src = x.data;
   if (cdt != dnnl_dt::f32) {
-    const dnnl::memory::desc from = nhwc(g.batch, g.cin, g.h, g.w, dnnl_dt::f32);
-    const dnnl::memory::desc to = nhwc(g.batch, g.cin, g.h, g.w, cdt);
-    void* copy = ctx.scratch(Scratch::Source, to.get_size());
-    ctx.reorder(from, x.data, to, copy);
+    src_desc = nhwc(g.batch, g.cin, g.h, g.w, cdt);
+    void* copy = ctx.scratch(Scratch::Source, src_desc.get_size());
+    ctx.reorder(x_desc, x.data, src_desc, copy);
     src = copy;
   }
-  const dnnl::memory::desc src_desc = nhwc(mb, g.cin, g.h, g.w, cdt);
-  const dnnl::memory::desc dst_desc = nhwc(mb, g.cout, g.ho, g.wo, dnnl_dt::f32);
+  const dnnl::memory::desc dst_desc = nhwc(g.batch, g.cout, g.ho, g.wo, dnnl_dt::f32);
   const dnnl::memory::desc bias_desc({g.cout}, dnnl_dt::f32, dnnl::memory::format_tag::a);
-  const bool has_bias = args.bias || per_image;
 
   const std::string key = cat("conv ", desc_key(src_desc), desc_key(dst_desc), " k", g.kh, "x", g.kw, " s", g.stride,
-                              " p", g.padding, " b", has_bias, " r", args.residual != nullptr, " o", args.output_scale);
+                              " p", g.padding, " b", args.bias != nullptr, " r", args.residual != nullptr, " o",
+                              args.output_scale);
   const Primitive& p = ctx.primitive(key, [&] {
     dnnl::post_ops ops;
     if (args.residual) ops.append_sum(1.0f);
@@ -84,41 +87,38 @@ void conv2d(Context& ctx, const Conv2dGeometry& g, const Tensor& x, const Tensor
     const auto kind = dnnl::prop_kind::forward_inference;
     const auto alg = dnnl::algorithm::convolution_direct;
     const dnnl::convolution_forward::desc d =
-        has_bias ? dnnl::convolution_forward::desc(kind, alg, src_desc, wei, bias_desc, dst_desc, strides, pad, pad)
-                 : dnnl::convolution_forward::desc(kind, alg, src_desc, wei, dst_desc, strides, pad, pad);
+        args.bias ? dnnl::convolution_forward::desc(kind, alg, src_desc, wei, bias_desc, dst_desc, strides, pad, pad)
+                  : dnnl::convolution_forward::desc(kind, alg, src_desc, wei, dst_desc, strides, pad, pad);
     dnnl::convolution_forward::primitive_desc pd(d, attr, ctx.engine);
     return Primitive{dnnl::convolution_forward(pd), pd.weights_desc(), pd.scratchpad_desc(), pd.impl_info_str()};
   });
-  const dnnl::memory weights = ctx.weights_in(w, WeightUse::Conv2d, p.weights, "conv2d");
 
   auto* dst = static_cast<float*>(out.data);
   if (args.residual) {
     // The sum post-op adds what out holds.
     const auto* r = static_cast<const float*>(args.residual->data);
-    const std::int64_t n = out.numel();
-    parallel_for(ctx.threads, n, 1 << 16, [&](std::int64_t b, std::int64_t e) {
+    parallel_for(ctx.threads, out.numel(), 1 << 16, [&](std::int64_t b, std::int64_t e) {
       std::memcpy(dst + b, r + b, static_cast<std::size_t>(e - b) * sizeof(float));
     });
   }
+  std::unordered_map<int, dnnl::memory> run{{DNNL_ARG_SRC, wrap(src_desc, ctx, src)},
+                                            {DNNL_ARG_WEIGHTS, ctx.weights_in(w, WeightUse::Conv2d, p.weights, "conv2d")},
+                                            {DNNL_ARG_DST, wrap(dst_desc, ctx, dst)}};
+  if (args.bias) run.emplace(DNNL_ARG_BIAS, wrap(bias_desc, ctx, args.bias->data));
+  ctx.execute(p, std::move(run));
 
-  // Per-image biases: bias + add_per_channel[b].
-  const float* bias = args.bias ? static_cast<const float*>(args.bias->data) : nullptr;
-  float* biases = nullptr;
-  if (per_image) {
-    biases = static_cast<float*>(ctx.scratch(Scratch::Bias, static_cast<std::size_t>(g.batch * g.cout) * sizeof(float)));
+  if (args.add_per_channel) {
+    // out[b, y, x, :] += add_per_channel[b, :] * output_scale (the scale applies to the whole sum).
     const auto* add = static_cast<const float*>(args.add_per_channel->data);
-    for (std::int64_t i = 0; i < g.batch * g.cout; ++i) biases[i] = add[i] + (bias ? bias[i % g.cout] : 0.0f);
-  }
-
-  const std::size_t src_image = static_cast<std::size_t>(g.h * g.w * g.cin) * dnnl::memory::data_type_size(cdt);
-  const std::int64_t dst_image = g.ho * g.wo * g.cout;
-  for (std::int64_t b = 0; b < g.batch; b += mb) {
-    std::unordered_map<int, dnnl::memory> run{
-        {DNNL_ARG_SRC, wrap(src_desc, ctx, static_cast<const char*>(src) + static_cast<std::size_t>(b) * src_image)},
-        {DNNL_ARG_WEIGHTS, weights},
-        {DNNL_ARG_DST, wrap(dst_desc, ctx, dst + b * dst_image)}};
-    if (has_bias) run.emplace(DNNL_ARG_BIAS, wrap(bias_desc, ctx, per_image ? biases + b * g.cout : bias));
-    ctx.execute(p, std::move(run));
+    const std::int64_t pixels = g.ho * g.wo, c = g.cout;
+    const float scale = args.output_scale;
+    parallel_for(ctx.threads, g.batch * pixels, std::max<std::int64_t>(1, (1 << 14) / c), [&](std::int64_t r0, std::int64_t r1) {
+      for (std::int64_t r = r0; r < r1; ++r) {
+        const float* a = add + r / pixels * c;
+        float* o = dst + r * c;
+        for (std::int64_t i = 0; i < c; ++i) o[i] += a[i] * scale;
+      }
+    });
   }
 }
 

@@ -2,9 +2,9 @@
 //
 // Which library does what, measured on this machine (docs/benchmarks.md has the figures):
 //  * linear and conv2d: oneDNN matmul / convolution with the fused epilogue as post-ops (bias,
-//    activation, residual, output scale). oneDNN's brgemm kernels reach ~440 GFLOP/s in fp32 on
-//    2 cores, and its AMX kernels ~2-4 TFLOP/s in bf16; OpenBLAS sgemm is slower in fp32 and has
-//    no AMX path, so it is not used.
+//    activation, residual, output scale). oneDNN's brgemm kernels reach 360-440 GFLOP/s in fp32 on
+//    2 cores and its AMX kernels 1-3.5 TFLOP/s in bf16; OpenBLAS sgemm reaches 220-350 GFLOP/s and
+//    Debian's build has no bf16 GEMM, so OpenBLAS is not used.
 //  * attention: tiled, online softmax, two oneDNN matmuls per tile (attention.cpp).
 //  * norms and elementwise ops: our own OpenMP loops on 16-lane vectors (vec.hpp): they are
 //    memory-bound, and a fused loop (GroupNorm + SiLU) reads the tensor once less than oneDNN's

@@ -53,7 +53,7 @@ class Buffer {
 };
 
 // What each scratch buffer holds; one op uses each at most once at a time.
-enum class Scratch { Source, Weights, Bias, Keys, Values, DnnlScratchpad, Count };
+enum class Scratch { Source, Weights, Keys, Values, DnnlScratchpad, Count };
 
 // Per-thread scratch of the attention kernel.
 enum class ThreadScratch { Scores, Probs, Output, Stats, Query, Scratchpad, Count };

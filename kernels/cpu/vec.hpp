@@ -6,8 +6,8 @@
 // reorder without -ffast-math), and intrinsics tie the code to one ISA. A 16-lane extension vector
 // becomes one zmm register when the kernels are built with -march=native on an AVX-512 machine
 // (SDGEN_CPU_NATIVE, the default), and a pair of ymm or four xmm registers elsewhere; the source
-// is the same. Measured on this machine (2 cores, Sapphire Rapids): the attention softmax loop went
-// from 310 ms (scalar std::exp, not vectorised) to 37 ms (this exp) on [2, 8 heads, 4096, 4096].
+// is the same. Measured in a prototype of attention.cpp's softmax on this machine, [2, 8 heads,
+// 4096 x 4096]: 316 ms with std::exp (the loop stays scalar) against 46 ms with vexp.
 //
 // Accuracy: exp is Cody-Waite range reduction (x = n ln2 + r, |r| <= ln2/2) and a degree-6
 // polynomial for e^r (Cephes' expf coefficients), within a few ulp of std::exp over [-87, 88];

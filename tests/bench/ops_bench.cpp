@@ -2,7 +2,7 @@
 // times they add up to. Built with the tests, never run by ctest (timings are not assertions);
 // docs/benchmarks.md quotes its output, and examples/benchmark.sh may drive it.
 //
-//   sdgen_ops_bench [--threads N] [--reps N] [--section gemm|unet|vae|all]
+//   sdgen_ops_bench [--threads N] [--reps N] [--section gemm|unet|vae|all] [--dtype f32|bf16|both]
 //
 // Sections:
 //   gemm  the UNet's distinct linear shapes: oneDNN matmul (fp32, bf16) against OpenBLAS sgemm, in
@@ -346,16 +346,19 @@ void gemm_section(int threads, int reps) {
 int main(int argc, char** argv) {
   CLI::App app{"Per-op timings of sdgen's CPU backend on Stable Diffusion 1.5 shapes"};
   int threads = 0, reps = 3;
-  std::string section = "all";
+  std::string section = "all", dtype = "both";
   app.add_option("--threads", threads, "threads (0: every core)");
   app.add_option("--reps", reps, "timed repetitions per op (the best counts)")->check(CLI::PositiveNumber);
   app.add_option("--section", section, "gemm, unet, vae or all")->check(CLI::IsMember({"gemm", "unet", "vae", "all"}));
+  app.add_option("--dtype", dtype, "compute dtype of the unet and vae sections: f32, bf16 or both")
+      ->check(CLI::IsMember({"f32", "bf16", "both"}));
   CLI11_PARSE(app, argc, argv);
   try {
     if (threads == 0) threads = CpuBackend().threads();
     if (section == "gemm" || section == "all") gemm_section(threads, reps);
-    std::vector<DType> dtypes{DType::F32};
-    if (__builtin_cpu_supports("avx512bf16")) dtypes.push_back(DType::BF16);
+    std::vector<DType> dtypes;
+    if (dtype != "bf16") dtypes.push_back(DType::F32);
+    if (dtype != "f32" && __builtin_cpu_supports("avx512bf16")) dtypes.push_back(DType::BF16);
     for (DType dt : dtypes) {
       CpuBackend be({.threads = threads, .compute = dt});
       const char* name = dt == DType::F32 ? "fp32" : "bf16";
