@@ -23,8 +23,8 @@ std::shared_ptr<GenerateOptions> add_generate_options(CLI::App& app) {
   app.add_option("--scheduler", o->scheduler, "One of: " + schedulers::algorithm_name_list())->capture_default_str();
   app.add_flag("--karras", o->karras, "Karras sigmas (dpm++2m, euler, lms)");
   app.add_option("--eta", o->eta, "DDIM's noise weight (0: deterministic)")->capture_default_str();
-  app.add_option("-W,--width", o->width, "Image width in pixels (default: the model's native size)");
-  app.add_option("-H,--height", o->height, "Image height in pixels (default: the model's native size)");
+  app.add_option("-W,--width", o->width, "Image width in pixels, a multiple of 8 (default: the model's native size)");
+  app.add_option("-H,--height", o->height, "Image height in pixels, a multiple of 8 (default: the model's native size)");
   app.add_option("--batch", o->batch, "Images per prompt")->capture_default_str();
   app.add_option("--device", o->device, "Where to compute")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   app.add_option("--threads", o->threads, "CPU threads (default: all cores)");

@@ -131,8 +131,12 @@ class Backend {
   // out = act(x), same shape (Act::None copies); may run in place (out == x).
   virtual void activation(const Tensor& x, const Tensor& out, Act act) = 0;
   virtual void add(const Tensor& a, const Tensor* b, const Tensor& out, const AddArgs& args) = 0;
-  // [B, H, W, C] -> [B, 2H, 2W, C], nearest neighbour.
-  virtual void upsample_nearest2x(const Tensor& x, const Tensor& out) = 0;
+  // [B, H, W, C] -> [B, Ho, Wo, C], nearest neighbour exactly as torch's
+  // F.interpolate(size=(Ho, Wo), mode="nearest"): output row y reads input row
+  // min(floor(y * s), H - 1) with s = float(H) / float(Ho) computed in F32 (columns alike). Ho = 2H
+  // is the usual case (s = 0.5 exactly); the UNet asks for its skip's size when an odd size was
+  // rounded down on the way in (an image side that is a multiple of 8 but not of 64).
+  virtual void upsample_nearest(const Tensor& x, const Tensor& out) = 0;
   // [B, H, W, Ca] ++ [B, H, W, Cb] -> [B, H, W, Ca + Cb] (the UNet's skip concatenation).
   virtual void concat_channels(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
   virtual void timestep_embedding(const Tensor& t, const Tensor& out, const TimestepEmbeddingArgs& args) = 0;

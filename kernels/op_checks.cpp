@@ -372,16 +372,18 @@ AddGeometry check_add(const OpSupport& s, const Tensor& a, const Tensor* b, cons
   return g;
 }
 
-UpsampleGeometry check_upsample_nearest2x(const OpSupport& s, const Tensor& x, const Tensor& out) {
-  constexpr std::string_view op = "upsample_nearest2x";
+UpsampleGeometry check_upsample_nearest(const OpSupport& s, const Tensor& x, const Tensor& out) {
+  constexpr std::string_view op = "upsample_nearest";
   check_activation_tensor(s, op, "x", x);
   check_activation_tensor(s, op, "out", out);
   check_rank(op, "x", x, 4);
+  check_rank(op, "out", out, 4);
   check_contiguous(op, "x", x);
   check_contiguous(op, "out", out);
-  UpsampleGeometry g{x.shape[0], x.shape[1], x.shape[2], x.shape[3]};
-  const Shape want{g.batch, 2 * g.h, 2 * g.w, g.c};
-  if (!(out.shape == want)) fail(op, cat("x is ", x.shape.str(), " but out is ", out.shape.str(), "; expected ", want.str()));
+  const UpsampleGeometry g{x.shape[0], x.shape[1], x.shape[2], x.shape[3], out.shape[1], out.shape[2]};
+  if (out.shape[0] != g.batch || out.shape[3] != g.c || g.ho < 1 || g.wo < 1)
+    fail(op, cat("x is ", x.shape.str(), " but out is ", out.shape.str(),
+                 "; out must have x's batch and channels and a positive height and width"));
   check_no_overlap(op, "out", out, "x", x, InPlace::Forbidden);
   return g;
 }

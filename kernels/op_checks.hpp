@@ -103,6 +103,7 @@ struct ConcatGeometry {
 
 struct UpsampleGeometry {
   std::int64_t batch = 0, h = 0, w = 0, c = 0;
+  std::int64_t ho = 0, wo = 0;
 };
 
 struct TimestepGeometry {
@@ -128,7 +129,7 @@ GegluGeometry check_geglu(const OpSupport& s, const Tensor& x, const Tensor& out
 std::int64_t check_activation(const OpSupport& s, const Tensor& x, const Tensor& out, Act act);
 AddGeometry check_add(const OpSupport& s, const Tensor& a, const Tensor* b, const Tensor& out,
                       const AddArgs& args);
-UpsampleGeometry check_upsample_nearest2x(const OpSupport& s, const Tensor& x, const Tensor& out);
+UpsampleGeometry check_upsample_nearest(const OpSupport& s, const Tensor& x, const Tensor& out);
 ConcatGeometry check_concat_channels(const OpSupport& s, const Tensor& a, const Tensor& b, const Tensor& out);
 TimestepGeometry check_timestep_embedding(const OpSupport& s, const Tensor& t, const Tensor& out,
                                           const TimestepEmbeddingArgs& args);

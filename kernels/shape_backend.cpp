@@ -39,8 +39,8 @@ void ShapeBackend::add(const Tensor& a, const Tensor* b, const Tensor& out, cons
   check_add(support_, a, b, out, args);
 }
 
-void ShapeBackend::upsample_nearest2x(const Tensor& x, const Tensor& out) {
-  check_upsample_nearest2x(support_, x, out);
+void ShapeBackend::upsample_nearest(const Tensor& x, const Tensor& out) {
+  check_upsample_nearest(support_, x, out);
 }
 
 void ShapeBackend::concat_channels(const Tensor& a, const Tensor& b, const Tensor& out) {

@@ -34,7 +34,7 @@ class ShapeBackend final : public Backend {
   void geglu(const Tensor& x, const Tensor& out) override;
   void activation(const Tensor& x, const Tensor& out, Act act) override;
   void add(const Tensor& a, const Tensor* b, const Tensor& out, const AddArgs& args) override;
-  void upsample_nearest2x(const Tensor& x, const Tensor& out) override;
+  void upsample_nearest(const Tensor& x, const Tensor& out) override;
   void concat_channels(const Tensor& a, const Tensor& b, const Tensor& out) override;
   void timestep_embedding(const Tensor& t, const Tensor& out, const TimestepEmbeddingArgs& args) override;
   void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) override;

@@ -159,10 +159,10 @@ void CpuBackend::add(const Tensor& a, const Tensor* b, const Tensor& out, const 
           [&] { cpu::add(*ctx_, g, in<float>(a), b ? in<float>(*b) : nullptr, out_ptr<float>(out), args); });
 }
 
-void CpuBackend::upsample_nearest2x(const Tensor& x, const Tensor& out) {
-  const UpsampleGeometry g = check_upsample_nearest2x(op_support(), x, out);
-  guarded("upsample_nearest2x", ctx_->threads,
-          [&] { cpu::upsample_nearest2x(*ctx_, g, in<float>(x), out_ptr<float>(out)); });
+void CpuBackend::upsample_nearest(const Tensor& x, const Tensor& out) {
+  const UpsampleGeometry g = check_upsample_nearest(op_support(), x, out);
+  guarded("upsample_nearest", ctx_->threads,
+          [&] { cpu::upsample_nearest(*ctx_, g, in<float>(x), out_ptr<float>(out)); });
 }
 
 void CpuBackend::concat_channels(const Tensor& a, const Tensor& b, const Tensor& out) {

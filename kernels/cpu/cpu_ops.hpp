@@ -33,7 +33,7 @@ void attention(Context& ctx, const AttentionGeometry& g, const float* q, const f
 void geglu(Context& ctx, const GegluGeometry& g, const float* x, float* out);
 void activation(Context& ctx, std::int64_t n, const float* x, float* out, Act act);
 void add(Context& ctx, const AddGeometry& g, const float* a, const float* b, float* out, const AddArgs& args);
-void upsample_nearest2x(Context& ctx, const UpsampleGeometry& g, const float* x, float* out);
+void upsample_nearest(Context& ctx, const UpsampleGeometry& g, const float* x, float* out);
 void concat_channels(Context& ctx, const ConcatGeometry& g, const float* a, const float* b, float* out);
 void timestep_embedding(Context& ctx, const TimestepGeometry& g, const float* t, float* out,
                         const TimestepEmbeddingArgs& args);

@@ -1,10 +1,12 @@
-// The memory-bound ops: geglu, activation, add, nearest 2x upsample, channel concat, timestep
+// The memory-bound ops: geglu, activation, add, nearest upsample, channel concat, timestep
 // embedding, token embedding. Each is one pass over its tensors, split across threads in contiguous
 // ranges, with the math on 16-lane vectors (vec.hpp). They are ours rather than oneDNN eltwise /
 // binary / concat primitives because those would each need a primitive per shape and, for GEGLU
 // (a * gelu(b) over the two halves of a row), two passes and a temporary.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "kernels/cpu/cpu_ops.hpp"
 #include "kernels/cpu/vec.hpp"
@@ -88,15 +90,28 @@ void add(Context& ctx, const AddGeometry& g, const float* a, const float* b, flo
   });
 }
 
-void upsample_nearest2x(Context& ctx, const UpsampleGeometry& g, const float* x, float* out) {
-  const std::int64_t wo = 2 * g.w, row = wo * g.c;
+namespace {
+
+// torch's nearest source index (upsample_nearest in ATen): the scale in F32, floored, clamped.
+std::int64_t nearest_source(std::int64_t dst, std::int64_t in_size, std::int64_t out_size) {
+  const float scale = static_cast<float>(in_size) / static_cast<float>(out_size);
+  return std::min(static_cast<std::int64_t>(std::floor(static_cast<float>(dst) * scale)), in_size - 1);
+}
+
+}  // namespace
+
+void upsample_nearest(Context& ctx, const UpsampleGeometry& g, const float* x, float* out) {
+  const std::int64_t row = g.wo * g.c;
   const auto bytes = static_cast<std::size_t>(g.c) * sizeof(float);
-  parallel_for(ctx.threads, g.batch * 2 * g.h, std::max<std::int64_t>(1, kMinElements / row), [&](std::int64_t r0, std::int64_t r1) {
-    for (std::int64_t r = r0; r < r1; ++r) {  // r = b * 2H + output row
-      const std::int64_t b = r / (2 * g.h), y = r % (2 * g.h);
-      const float* src = x + ((b * g.h + y / 2) * g.w) * g.c;
+  std::vector<std::int64_t> src_col(static_cast<std::size_t>(g.wo));
+  for (std::int64_t xo = 0; xo < g.wo; ++xo) src_col[static_cast<std::size_t>(xo)] = nearest_source(xo, g.w, g.wo);
+  parallel_for(ctx.threads, g.batch * g.ho, std::max<std::int64_t>(1, kMinElements / row), [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {  // r = b * Ho + output row
+      const std::int64_t b = r / g.ho, y = nearest_source(r % g.ho, g.h, g.ho);
+      const float* src = x + ((b * g.h + y) * g.w) * g.c;
       float* dst = out + r * row;
-      for (std::int64_t xo = 0; xo < wo; ++xo) std::memcpy(dst + xo * g.c, src + (xo / 2) * g.c, bytes);
+      for (std::int64_t xo = 0; xo < g.wo; ++xo)
+        std::memcpy(dst + xo * g.c, src + src_col[static_cast<std::size_t>(xo)] * g.c, bytes);
     }
   });
 }

@@ -58,12 +58,13 @@ Activation Downsample2D::forward(Ctx& ctx, const Tensor& x) const { return conv.
 Upsample2D::Upsample2D(std::int64_t channels)
     : conv({.in_channels = channels, .out_channels = channels, .kernel_size = 3, .padding = 1}) {}
 
-Activation Upsample2D::forward(Ctx& ctx, Activation x) const {
+Activation Upsample2D::forward(Ctx& ctx, Activation x, std::optional<SpatialSize> output_size) const {
   const Shape& s = x.view().shape;
-  const Activation up = ctx.alloc({s[0], 2 * s[1], 2 * s[2], s[3]});  // [B, 2H, 2W, C]
-  ctx.backend.upsample_nearest2x(x, up);
+  const SpatialSize size = output_size.value_or(SpatialSize{2 * s[1], 2 * s[2]});
+  const Activation up = ctx.alloc({s[0], size.height, size.width, s[3]});  // [B, Ho, Wo, C]
+  ctx.backend.upsample_nearest(x, up);
   x.reset();
-  return conv.forward(ctx, up);  // [B, 2H, 2W, C]
+  return conv.forward(ctx, up);  // [B, Ho, Wo, C]
 }
 
 }  // namespace sdgen::models

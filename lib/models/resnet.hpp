@@ -88,13 +88,19 @@ struct Downsample2D {
   }
 };
 
+// An image's height and width, for up-samplings told their output size.
+struct SpatialSize {
+  std::int64_t height = 0, width = 0;
+};
+
 struct Upsample2D {
   nn::Conv2d conv;
 
   explicit Upsample2D(std::int64_t channels);
 
-  // x [B, H, W, C] -> [B, 2H, 2W, C]; x is freed once upsampled.
-  Activation forward(Ctx& ctx, Activation x) const;
+  // x [B, H, W, C] -> [B, 2H, 2W, C], or [B, output_size, C] when given (diffusers' output_size:
+  // the UNet's skip size when a side was odd on the way down); x is freed once upsampled.
+  Activation forward(Ctx& ctx, Activation x, std::optional<SpatialSize> output_size = std::nullopt) const;
 
   template <class V>
   void visit(V& v) {

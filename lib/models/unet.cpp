@@ -119,16 +119,8 @@ UNet2DConditionModel::UNet2DConditionModel(const UNetConfig& config)
                 .kernel_size = config.conv_out_kernel,
                 .padding = (config.conv_out_kernel - 1) / 2}) {}
 
-std::int64_t UNet2DConditionModel::latent_size_multiple() const { return std::int64_t{1} << (down_blocks.size() - 1); }
-
 Activation UNet2DConditionModel::forward(Ctx& ctx, const Tensor& sample, const Tensor& timestep,
                                          const Tensor& encoder_hidden_states) const {
-  const std::int64_t multiple = latent_size_multiple();
-  if (sample.rank() != 4 || sample.shape[1] % multiple != 0 || sample.shape[2] % multiple != 0)
-    throw UsageError(cat("the UNet cannot run on a latent of shape ", sample.shape.str(),
-                         ": its height and width must be multiples of ", multiple, " (", down_blocks.size() - 1,
-                         " down-samplings by 2)"));
-
   Activation emb;
   {
     const Activation t_emb = time_proj.forward(ctx, timestep);  // [B, C0]
@@ -143,7 +135,7 @@ Activation UNet2DConditionModel::forward(Ctx& ctx, const Tensor& sample, const T
   for (const auto& block : down_blocks)
     std::visit([&](const auto& b) { b.forward(ctx, skips.back().view(), cond, skips); }, block);  // pushes
 
-  Activation h = mid_block.forward(ctx, skips.back(), cond);  // [B, H / multiple, W / multiple, C_last]
+  Activation h = mid_block.forward(ctx, skips.back(), cond);  // [B, H / 2^levels, W / 2^levels, C_last], rounded up
   for (const auto& block : up_blocks)
     h = std::visit([&](const auto& b) { return b.forward(ctx, std::move(h), cond, skips); }, block);  // pops
   if (!skips.empty()) throw Error("UNet: the up blocks left skip connections unused");

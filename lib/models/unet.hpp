@@ -9,9 +9,8 @@
 //
 // forward() is diffusers' forward for SD 1.x/2.x: NHWC in, NHWC out; the prediction (epsilon,
 // v or sample) is whatever the model was trained for, the scheduler's business. The UNet runs at
-// any latent size whose height and width survive its down-samplings evenly (latent_size_multiple):
-// diffusers also accepts other sizes by resizing each up-sampling to its skip's size, which the
-// op set's 2x nearest upsampling does not do.
+// any latent size, as diffusers does: a stride-2 down-sampling rounds an odd side up, and the up
+// block above it then up-samples to its skip's size instead of 2x (next_skip_size).
 #pragma once
 
 #include <cstdint>
@@ -44,11 +43,8 @@ struct UNet2DConditionModel {
   explicit UNet2DConditionModel(const weights::UNetConfig& config);
 
   // sample [B, H, W, in_channels], timestep [B] (F32), encoder_hidden_states [B, M,
-  // cross_attention_dim] -> [B, H, W, out_channels]. H and W must be multiples of
-  // latent_size_multiple() (a UsageError otherwise).
+  // cross_attention_dim] -> [B, H, W, out_channels].
   Activation forward(Ctx& ctx, const Tensor& sample, const Tensor& timestep, const Tensor& encoder_hidden_states) const;
-  // 2^(number of down-samplings): 8 for SD's four levels, so images must be multiples of 64 px.
-  std::int64_t latent_size_multiple() const;
 
   template <class V>
   void visit(V& v) {

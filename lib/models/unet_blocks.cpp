@@ -141,6 +141,14 @@ Activation concat_skip(Ctx& ctx, const Tensor& x, SkipStack& skips) {
   return out;
 }
 
+// diffusers' upsample_size: the next skip's size, which is 2H, 2W unless a side was odd on the
+// way down (then the stride-2 convolution rounded it up and the up path must match it).
+std::optional<SpatialSize> next_skip_size(const SkipStack& skips) {
+  if (skips.empty()) return std::nullopt;
+  const Shape& s = skips.back().view().shape;
+  return SpatialSize{s[1], s[2]};
+}
+
 }  // namespace
 
 void DownBlock2D::forward(Ctx& ctx, Tensor x, const UNetConditioning& cond, SkipStack& skips) const {
@@ -174,7 +182,8 @@ Activation UpBlock2D::forward(Ctx& ctx, Activation x, const UNetConditioning& co
     Activation joined = concat_skip(ctx, x, skips);              // [B, H, W, C + skip]
     x = resnet.forward(ctx, std::move(joined), &cond.temb_act);  // [B, H, W, out]
   }
-  for (const auto& upsampler : upsamplers) x = upsampler.forward(ctx, std::move(x));  // [B, 2H, 2W, out]
+  for (const auto& upsampler : upsamplers)
+    x = upsampler.forward(ctx, std::move(x), next_skip_size(skips));  // [B, 2H, 2W, out]
   return x;
 }
 
@@ -184,7 +193,8 @@ Activation CrossAttnUpBlock2D::forward(Ctx& ctx, Activation x, const UNetConditi
     x = resnets[i].forward(ctx, std::move(joined), &cond.temb_act);  // [B, H, W, out]
     x = attentions[i].forward(ctx, x, cond.encoder_hidden_states);   // [B, H, W, out]
   }
-  for (const auto& upsampler : upsamplers) x = upsampler.forward(ctx, std::move(x));  // [B, 2H, 2W, out]
+  for (const auto& upsampler : upsamplers)
+    x = upsampler.forward(ctx, std::move(x), next_skip_size(skips));  // [B, 2H, 2W, out]
   return x;
 }
 

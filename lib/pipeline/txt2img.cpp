@@ -102,11 +102,11 @@ std::size_t Pipeline::weight_bytes() const {
 }
 
 void validate_request(const weights::OpenedModel& model, const GenerateRequest& r) {
-  // diffusers down-samples after every UNet block but the last.
-  const std::int64_t multiple = std::int64_t{8} << (model.unet.block_out_channels.size() - 1);
+  // The VAE scales by 8; the UNet takes any latent size (odd sides are up-sampled to the skip's size).
+  constexpr std::int64_t multiple = 8;
   if (r.width <= 0 || r.height <= 0 || r.width % multiple != 0 || r.height % multiple != 0)
     throw UsageError(cat("image size ", r.width, "x", r.height, " is not supported: width and height must be positive "
-                         "multiples of ", multiple, " for this model"));
+                         "multiples of ", multiple));
   if (r.steps < 1) throw UsageError(cat("--steps must be at least 1 (got ", r.steps, ")"));
   if (r.batch < 1) throw UsageError(cat("--batch must be at least 1 (got ", r.batch, ")"));
   if (r.clip_skip.layers < 0 || r.clip_skip.layers >= model.text_encoder.num_hidden_layers)

@@ -87,6 +87,21 @@ TEST_CASE("batches and prompt files name their images and resume", "[app][genera
   CHECK(out.names().size() == 2);
 }
 
+TEST_CASE("a size that is a multiple of 8 but not of the UNet's 16 works", "[app][generate]") {
+  // The tiny UNet halves once: a 40 x 24 image is a 5 x 3 latent, whose odd sides the down path
+  // rounds up and the up path brings back (tests/models/unet_test.cpp checks the wiring).
+  TempDir dir;
+  const auto png = dir.path / "odd.png";
+  const auto run = run_sdgen("'x'" + tiny() + " -W 40 -H 24 --steps 2 --seed 1 -o " + quoted(png));
+  INFO(run.output);
+  REQUIRE(run.exit_code == 0);
+  int w = 0, h = 0, channels = 0;
+  stbi_uc* pixels = stbi_load(png.c_str(), &w, &h, &channels, 3);
+  REQUIRE(pixels != nullptr);
+  stbi_image_free(pixels);
+  CHECK((w == 40 && h == 24));
+}
+
 TEST_CASE("bad input is refused in one line before any work", "[app][generate]") {
   TempDir dir;
   const auto png = quoted(dir.path / "x.png");

@@ -137,7 +137,7 @@ class StepPlan {
   void upsample(std::int64_t b, std::int64_t h, std::int64_t c) {
     add("upsample", cat("[", b, ", ", h, ", ", h, ", ", c, "]"), 0, [&, b, h, c] {
       const Tensor x = st_.make({b, h, h, c}), out = st_.make({b, 2 * h, 2 * h, c});
-      return [this, x, out] { be_.upsample_nearest2x(x, out); };
+      return [this, x, out] { be_.upsample_nearest(x, out); };
     });
   }
 

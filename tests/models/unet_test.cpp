@@ -21,6 +21,8 @@
 // (tiny-sd2). The reference is fp32, so this bounds the bf16 mode's whole error, not its
 // agreement with a bf16 PyTorch.
 #include <catch2/catch.hpp>
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -87,17 +89,34 @@ TEST_CASE("UNet2DConditionModel in the CPU's bf16 mode stays close to diffusers'
   }
 }
 
-TEST_CASE("the UNet refuses a latent its down-samplings cannot halve evenly", "[models][unet]") {
+TEST_CASE("the UNet runs at a latent side its down-sampling cannot halve evenly", "[models][unet]") {
+  // 7 rows: the stride-2 down-sampling makes 4, and the up block must come back to the skip's 7
+  // rows (not 8) for the skip concatenation to fit, as diffusers' upsample_size does. There is no
+  // golden run at this size; the upsampling rule itself is tested against torch's formula in
+  // tests/ops, so this checks the wiring: the shapes agree all the way and the output is finite
+  // and not constant. The same run at 8 x 8 (a size the golden runs cover) must still be exact,
+  // which the golden tests above check.
   auto fixture = sdgen::test::load_fixture_model("tiny");
   sdgen::models::UNet2DConditionModel unet(fixture.unet_config);
-  CHECK(unet.latent_size_multiple() == 2);  // two levels: one down-sampling
   sdgen::CpuBackend backend;
   const auto store = sdgen::test::load_weights(backend, unet, fixture.unet);
   sdgen::HeapAllocator heap;
   sdgen::Ctx ctx{backend, heap};
-  std::vector<float> x(1 * 7 * 8 * 4, 0.5f), t(1, 500.0f), context(77 * 32, 0.25f);
-  CHECK_THROWS_WITH(unet.forward(ctx, sdgen::Tensor::contiguous(x.data(), sdgen::DType::F32, {1, 7, 8, 4}),
-                                 sdgen::Tensor::contiguous(t.data(), sdgen::DType::F32, {1}),
-                                 sdgen::Tensor::contiguous(context.data(), sdgen::DType::F32, {1, 77, 32})),
-                    Catch::Contains("[1, 7, 8, 4]") && Catch::Contains("multiples of 2"));
+  std::vector<float> x(1 * 7 * 8 * 4), t(1, 500.0f), context(77 * 32);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i));
+  for (std::size_t i = 0; i < context.size(); ++i) context[i] = std::cos(0.11f * static_cast<float>(i));
+  const auto out = unet.forward(ctx, sdgen::Tensor::contiguous(x.data(), sdgen::DType::F32, {1, 7, 8, 4}),
+                                sdgen::Tensor::contiguous(t.data(), sdgen::DType::F32, {1}),
+                                sdgen::Tensor::contiguous(context.data(), sdgen::DType::F32, {1, 77, 32}));
+  REQUIRE(out.view().shape == sdgen::Shape{1, 7, 8, 4});
+  const float* v = out.view().ptr<float>();
+  float lo = v[0], hi = v[0];
+  bool finite = true;
+  for (int i = 0; i < 7 * 8 * 4; ++i) {
+    finite = finite && std::isfinite(v[i]);
+    lo = std::min(lo, v[i]);
+    hi = std::max(hi, v[i]);
+  }
+  CHECK(finite);
+  CHECK(hi - lo > 1e-3f);
 }

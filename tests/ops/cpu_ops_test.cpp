@@ -578,23 +578,45 @@ TEST_CASE("add scales, broadcasts and runs in place", "[ops][add]") {
   }
 }
 
-TEST_CASE("upsample_nearest2x and concat_channels copy exactly", "[ops][upsample][concat]") {
+TEST_CASE("upsample_nearest and concat_channels copy exactly", "[ops][upsample][concat]") {
   CpuBackend be;
   const HostTensor x = randn(Shape{2, 3, 5, 7}, 900);
-  HostTensor up = zeros(Shape{2, 6, 10, 7});
-  be.upsample_nearest2x(x.t, up.t);
-  long wrong = 0;
-  for (std::int64_t b = 0; b < 2; ++b)
-    for (std::int64_t y = 0; y < 6; ++y)
-      for (std::int64_t xx = 0; xx < 10; ++xx)
-        for (std::int64_t c = 0; c < 7; ++c)
-          wrong += at(up.t, {b, y, xx, c}) != at(x.t, {b, y / 2, xx / 2, c});
-  CHECK(wrong == 0);
+  // 2x (the usual case) and the UNet's odd sizes: 3 -> 5 rows and 5 -> 9 columns are what a 40 or
+  // 72 pixel side gives after rounding down on the way in; 5 -> 3 shrinks. The expected source is
+  // torch's rule written out from its definition (floor of dst * in/out in F32, clamped), which
+  // for 3 -> 5 picks rows 0, 0, 1, 1, 2: not the same as round(dst / 2) or ceil, so a wrong rule fails.
+  struct Case {
+    std::int64_t ho, wo;
+  };
+  for (const Case c : {Case{6, 10}, Case{5, 9}, Case{4, 3}, Case{1, 1}}) {
+    HostTensor up = zeros(Shape{2, c.ho, c.wo, 7});
+    be.upsample_nearest(x.t, up.t);
+    const auto source = [](std::int64_t dst, std::int64_t in, std::int64_t out) {
+      const float scale = static_cast<float>(in) / static_cast<float>(out);
+      return std::min<std::int64_t>(static_cast<std::int64_t>(std::floor(static_cast<float>(dst) * scale)), in - 1);
+    };
+    long wrong = 0;
+    for (std::int64_t b = 0; b < 2; ++b)
+      for (std::int64_t y = 0; y < c.ho; ++y)
+        for (std::int64_t xx = 0; xx < c.wo; ++xx)
+          for (std::int64_t ch = 0; ch < 7; ++ch)
+            wrong += at(up.t, {b, y, xx, ch}) != at(x.t, {b, source(y, 3, c.ho), source(xx, 5, c.wo), ch});
+    INFO("out " << c.ho << " x " << c.wo);
+    CHECK(wrong == 0);
+  }
+  {  // the rule itself, for 3 -> 5, spelled out
+    HostTensor up = zeros(Shape{2, 5, 10, 7});
+    be.upsample_nearest(x.t, up.t);
+    const std::int64_t rows[] = {0, 0, 1, 1, 2};
+    long wrong = 0;
+    for (std::int64_t y = 0; y < 5; ++y) wrong += at(up.t, {1, y, 3, 2}) != at(x.t, {1, rows[y], 1, 2});
+    CHECK(wrong == 0);
+  }
 
   const HostTensor a = randn(Shape{2, 3, 4, 5}, 901), bb = randn(Shape{2, 3, 4, 11}, 902);
   HostTensor cat_out = zeros(Shape{2, 3, 4, 16});
   be.concat_channels(a.t, bb.t, cat_out.t);
-  wrong = 0;
+  long wrong = 0;
   for (std::int64_t p = 0; p < 24; ++p)
     for (std::int64_t c = 0; c < 16; ++c)
       wrong += cat_out.data[static_cast<std::size_t>(p * 16 + c)] !=

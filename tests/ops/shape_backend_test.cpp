@@ -140,8 +140,9 @@ TEST_CASE("malformed calls are rejected the same way by ShapeBackend and CpuBack
        "activation: x is [2, 5, 6] but out is [2, 6, 5]"},
       {"add with a b that is not a suffix", [&](Backend& b) { const Tensor bb = p.make({5}); b.add(x, &bb, p.make({2, 5, 6}), {}); },
        "add: a is [2, 5, 6] but b is [5]; b's shape must equal a trailing part of a's"},
-      {"upsample output", [&](Backend& b) { b.upsample_nearest2x(p.make({1, 2, 3, 3}), p.make({1, 4, 5, 3})); },
-       "upsample_nearest2x: x is [1, 2, 3, 3] but out is [1, 4, 5, 3]; expected [1, 4, 6, 3]"},
+      {"upsample output", [&](Backend& b) { b.upsample_nearest(p.make({1, 2, 3, 3}), p.make({1, 4, 5, 4})); },
+       "upsample_nearest: x is [1, 2, 3, 3] but out is [1, 4, 5, 4]; out must have x's batch and channels and a "
+       "positive height and width"},
       {"concat of different sizes", [&](Backend& b) { b.concat_channels(p.make({1, 2, 2, 3}), p.make({1, 2, 3, 3}), p.make({1, 2, 2, 6})); },
        "concat_channels: a is [1, 2, 2, 3] but b is [1, 2, 3, 3]; all but the last dimension must agree"},
       {"timesteps of rank 2", [&](Backend& b) { b.timestep_embedding(p.make({2, 1}), p.make({2, 8}), {}); },
