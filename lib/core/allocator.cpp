@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <new>
 
+#include <sys/mman.h>
+
 namespace sdgen {
 
 namespace {
@@ -30,8 +32,27 @@ void Activation::reset() noexcept {
   owner_ = nullptr;
 }
 
+namespace {
+
+void* allocate_host(std::size_t bytes) {
+  if (bytes >= HeapAllocator::kMappedBlockBytes) {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);  // page aligned
+    return p == MAP_FAILED ? nullptr : p;
+  }
+  return std::aligned_alloc(kAlignment, round_up(std::max<std::size_t>(bytes, 1)));
+}
+
+void free_host(void* p, std::size_t bytes) noexcept {
+  if (bytes >= HeapAllocator::kMappedBlockBytes)
+    munmap(p, bytes);
+  else
+    std::free(p);
+}
+
+}  // namespace
+
 Allocator::Block HeapAllocator::acquire(std::size_t bytes) {
-  void* p = std::aligned_alloc(kAlignment, round_up(std::max<std::size_t>(bytes, 1)));
+  void* p = allocate_host(bytes);
   if (p == nullptr) throw std::bad_alloc();
   std::size_t token = blocks_.size();
   if (!free_tokens_.empty()) {
@@ -48,7 +69,7 @@ Allocator::Block HeapAllocator::acquire(std::size_t bytes) {
 
 void HeapAllocator::release(std::size_t token) noexcept {
   auto& [p, bytes] = blocks_[token];
-  std::free(p);
+  free_host(p, bytes);
   in_use_ -= bytes;
   p = nullptr;
   free_tokens_.push_back(token);

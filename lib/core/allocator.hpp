@@ -65,7 +65,11 @@ class Activation {
   Tensor view_;
 };
 
-// One aligned host allocation per request.
+// One aligned host allocation per request. Large ones (kMappedBlockBytes and up: every activation
+// of a full-size model) are mapped from the OS directly and unmapped on release, so a freed
+// activation leaves the process's RSS at once. Through malloc, blocks under glibc's adaptive mmap
+// threshold (up to 32 MiB) land in the heap, which fragments and is not trimmed: measured on the
+// sd15 VAE decode at 512x512 in bf16, 80 MB of peak RSS.
 class HeapAllocator final : public Allocator {
  public:
   Block acquire(std::size_t bytes) override;
@@ -73,6 +77,8 @@ class HeapAllocator final : public Allocator {
   Device device() const override { return {}; }
   std::size_t bytes_in_use() const { return in_use_; }
   std::size_t peak_bytes() const { return peak_; }
+
+  static constexpr std::size_t kMappedBlockBytes = std::size_t{1} << 20;
 
  private:
   std::vector<std::pair<void*, std::size_t>> blocks_;  // token -> (pointer, bytes); freed slots reused

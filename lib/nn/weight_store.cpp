@@ -135,8 +135,8 @@ void convert(const NamedParam& np, const Target& t, std::byte* dst) {
   }
 }
 
-// The stored bytes, when they already are the target tensor; the mapping is read-only, and so
-// is every use of a weight.
+// The stored bytes, when they already are the target tensor, for the backend to pack from; the
+// mapping is read-only, and so is every use of a weight.
 std::optional<Tensor> in_place(const weights::TensorSource& source, const Target& t) {
   const auto bytes = source.bytes();
   const bool aligned = reinterpret_cast<std::uintptr_t>(bytes.data()) % dtype_size(t.dtype) == 0;
@@ -144,17 +144,21 @@ std::optional<Tensor> in_place(const weights::TensorSource& source, const Target
   return Tensor::contiguous(const_cast<std::byte*>(bytes.data()), t.dtype, t.shape);
 }
 
-// Gives back to the kernel the mapped pages that lie wholly inside a source the store has
-// consumed (converted, or handed to the backend). Without this every page read at load stays
-// resident, and counted in the process's RSS, for as long as the file is mapped: the whole
-// checkpoint on top of its converted copy. The mapping is private and read-only, so a page touched
-// again is simply read from the file again: this is a hint that cannot lose data, and its result
-// is deliberately ignored.
-void release_pages(std::span<const std::byte> bytes) {
+// Which pages of a source to give back: while loading, only those wholly inside it (a page it
+// shares with the next tensor is still to be read); at the end, every page it touches.
+enum class PageSpan { Inside, Touching };
+
+// Gives back to the kernel the mapped pages of a source the store has consumed. Without this every
+// page read at load stays resident, and counted in the process's RSS, for as long as the file is
+// mapped: the whole checkpoint on top of its converted copy. The mapping is private and read-only,
+// so a page touched again is simply read from the file again: this is a hint that cannot lose
+// data, and its result is deliberately ignored.
+void release_pages(std::span<const std::byte> bytes, PageSpan span) {
   static const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
   const auto first = reinterpret_cast<std::uintptr_t>(bytes.data());
-  const std::uintptr_t begin = (first + page - 1) / page * page;
-  const std::uintptr_t end = (first + bytes.size()) / page * page;
+  const auto last = first + bytes.size();
+  const std::uintptr_t begin = span == PageSpan::Inside ? (first + page - 1) / page * page : first / page * page;
+  const std::uintptr_t end = span == PageSpan::Inside ? last / page * page : (last + page - 1) / page * page;
   if (end > begin) static_cast<void>(madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED));
 }
 
@@ -194,8 +198,8 @@ WeightStore::WeightStore(Backend& backend, const WeightFormat& format, std::span
   for (const NamedParam& np : params) {
     const weights::TensorSource& source = bound_source(np);
     Target target = target_of(*np.param, format);
-    const std::optional<Tensor> mapped = in_place(source, target);
     if (target.prepare) {
+      const std::optional<Tensor> mapped = in_place(source, target);
       Tensor host = mapped.value_or(Tensor::contiguous(nullptr, target.dtype, target.shape));
       if (!mapped) {
         host.data = scratch.get(target.nbytes());
@@ -204,30 +208,31 @@ WeightStore::WeightStore(Backend& backend, const WeightFormat& format, std::span
       const Tensor prepared = backend.prepare_weight(host, *target.prepare);
       if (prepared.data != host.data) {
         np.param->value = prepared;  // the backend holds its own copy
-        release_pages(source.bytes());
+        release_pages(source.bytes(), PageSpan::Inside);
+        continue;
+      }
+    } else if (np.param->use == ParamUse::EmbeddingTable) {
+      if (const std::optional<Tensor> mapped = in_place(source, target)) {
+        np.param->value = *mapped;
+        mapped_bytes_ += target.nbytes();
         continue;
       }
     }
-    if (mapped) {
-      np.param->value = *mapped;
-      mapped_bytes_ += target.nbytes();
-    } else {
-      kept.emplace_back(&np, std::move(target));
-    }
+    kept.emplace_back(&np, std::move(target));
   }
 
   // Pass 2: one allocation for the rest.
   for (const auto& [np, target] : kept) owned_bytes_ += round_up(target.nbytes());
-  if (owned_bytes_ == 0) return;
-  block_.reset(aligned_bytes(owned_bytes_));
+  if (owned_bytes_ > 0) block_.reset(aligned_bytes(owned_bytes_));
   std::size_t offset = 0;
   for (const auto& [np, target] : kept) {
     std::byte* dst = block_.get() + offset;
     convert(*np, target, dst);
-    release_pages(np->param->source->bytes());
     np->param->value = Tensor::contiguous(dst, target.dtype, target.shape);
     offset += round_up(target.nbytes());
   }
+  for (const NamedParam& np : params)
+    if (np.param->value.data != bound_source(np).bytes().data()) release_pages(bound_source(np).bytes(), PageSpan::Touching);
 }
 
 void describe_weights(const WeightFormat& format, std::span<const NamedParam> params) {

@@ -11,17 +11,22 @@
 // Linear and Conv2d weights are then offered to Backend::prepare_weight, which may pack them into
 // memory of its own (oneDNN blocked formats); the store keeps only what the backend did not take.
 //
-// Memory: the mapped file is the source, and nothing is copied twice.
-//   * A parameter whose stored bytes already are the target (same dtype, no relayout, aligned) is
-//     used in place, inside the mapping: an fp32 checkpoint on the fp32 path costs no copy for its
-//     linear weights, biases and norms. The mapped files must therefore outlive the store.
-//   * A weight that needs converting and that the backend packs passes through one reusable
-//     scratch buffer, so the converted copy never exists for all weights at once.
-//   * Everything else is converted into ONE host allocation owned by the store (RAII), laid out
-//     at 64-byte aligned offsets.
-//   * The mapped pages of every source the store has consumed are given back to the kernel
-//     (madvise), so the resident checkpoint shrinks to the tensors used in place as loading goes:
-//     an fp32 file loaded as bf16 never costs its full size in RSS on top of the packed copy.
+// Memory: the mapped file is the source, read once, and nothing is copied twice.
+//   * A weight the backend packs is handed to prepare_weight straight from the mapping when its
+//     stored bytes already are the target (same dtype, no relayout, aligned); otherwise it passes
+//     through one reusable scratch buffer, so no converted copy exists for all weights at once.
+//   * An embedding table already in the target dtype is used in place, inside the mapping: a
+//     prompt gathers 77 of its rows, so reading it there costs a few pages instead of its size
+//     (152 MB for SD 1.x's token table). The mapped files must therefore outlive the store.
+//   * Everything else the backend does not take (biases, norms, tables to convert, and weights a
+//     backend keeps as given) is converted or copied into ONE host allocation owned by the store
+//     (RAII), laid out at 64-byte aligned offsets, and never read from the mapping again. (Reading
+//     the vectors in place was tried: every step faulted them back in, and the kernel maps 64 KiB
+//     of page cache around each fault, so 175 MB of the sd15 UNet file stayed resident for a few
+//     MB of biases.)
+//   * The mapped pages of every source are given back to the kernel (madvise) as it is consumed,
+//     and all of them at the end, so an fp32 file loaded as bf16 never costs its size in RSS on
+//     top of the packed copy.
 // A weight the backend keeps as given (the default prepare_weight) but which had to be converted
 // is converted a second time, into the store: load time, not memory, pays for not knowing in
 // advance what the backend keeps.
@@ -82,7 +87,7 @@ class WeightStore {
 
   // Bytes of the store's own allocation. (What the backend took over: Backend::held_bytes.)
   std::size_t owned_bytes() const { return owned_bytes_; }
-  // Bytes of parameters used in place inside the mapped files.
+  // Bytes of the tables used in place inside the mapped files.
   std::size_t mapped_bytes() const { return mapped_bytes_; }
 
  private:
