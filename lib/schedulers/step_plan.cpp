@@ -107,4 +107,40 @@ void apply_step_plan(const StepPlan& plan, const StepBuffers& buffers) {
   }
 }
 
+// The POD indexes terms by schedulers::Term's values.
+static_assert(kTermCount == kStepTermCount && kHistorySlots == kStepHistorySlots && kMaxWrites == kStepMaxWrites);
+static_assert(static_cast<int>(Term::Sample) == static_cast<int>(StepTerm::Sample) &&
+              static_cast<int>(Term::ModelOutput) == static_cast<int>(StepTerm::ModelOutput) &&
+              static_cast<int>(Term::Noise) == static_cast<int>(StepTerm::Noise) &&
+              static_cast<int>(Term::History0) == static_cast<int>(StepTerm::History0) &&
+              static_cast<int>(Term::History4) == static_cast<int>(StepTerm::History4) &&
+              static_cast<int>(Term::ClippedX0) == static_cast<int>(StepTerm::ClippedX0));
+
+StepCoefficients to_step_coefficients(const StepPlan& plan, std::optional<double> guidance_scale) {
+  StepCoefficients c{};
+  const auto weigh = [&c](const Combination& combination, double (&weights)[kStepTermCount]) {
+    for (int t = 0; t < kTermCount; ++t) {
+      const double w = combination[static_cast<Term>(t)];
+      weights[t] = w;
+      if (w != 0.0 && static_cast<Term>(t) != Term::ClippedX0) c.reads |= 1u << t;
+    }
+  };
+  c.write_count = plan.write_count;
+  for (int k = 0; k < plan.write_count; ++k) {
+    const Write& write = plan.writes[static_cast<std::size_t>(k)];
+    c.write_targets[k] = static_cast<StepTerm>(write.target);
+    weigh(write.value, c.write_weights[k]);
+  }
+  if (plan.clip) {
+    c.clip = StepClip::ClampX0;
+    c.clip_range = plan.clip->range;
+    weigh(plan.clip->x0, c.clip_weights);
+  }
+  if (guidance_scale) {
+    c.guidance = StepGuidance::ClassifierFree;
+    c.guidance_scale = static_cast<float>(*guidance_scale);
+  }
+  return c;
+}
+
 }  // namespace sdgen::schedulers

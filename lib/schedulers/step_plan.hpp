@@ -24,6 +24,8 @@
 #include <optional>
 #include <span>
 
+#include "kernels/step_update.hpp"
+
 namespace sdgen::schedulers {
 
 // The tensors a step reads. All have the latent's size and layout.
@@ -111,5 +113,12 @@ struct StepBuffers {
 // Runs one step on the CPU. Throws sdgen::Error when a buffer the plan uses is missing or of
 // another size (a caller bug, not a user error).
 void apply_step_plan(const StepPlan& plan, const StepBuffers& buffers);
+
+// The plan as the CUDA step kernel reads it (kernels/step_update.hpp), with the guidance the
+// UNet output of the step carries: a classifier-free guidance scale when the output holds the
+// unconditional rows then the conditional ones (rounded to float, as the host loop rounds it), or
+// nullopt when it holds the conditional rows only. The kernel then computes, per element, what the
+// host's fp32 guidance loop followed by apply_step_plan computes, operation for operation.
+StepCoefficients to_step_coefficients(const StepPlan& plan, std::optional<double> guidance_scale);
 
 }  // namespace sdgen::schedulers

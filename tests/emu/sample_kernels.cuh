@@ -292,4 +292,23 @@ __global__ void mma_gemm_ldmatrix_kernel(GemmParams p) {
   store_accumulators(p, m0, n0, acc);
 }
 
+// ---- 16-byte vector copies and the once-rounded arithmetic intrinsics
+
+// Copies `in` to `out` one uint4 (four floats) per thread, each vector's elements reversed, so a
+// vector type that dropped or reordered a member would show.
+__global__ void uint4_reverse_kernel(GlobalPtr<const float> in, GlobalPtr<float> out, int vectors) {
+  const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i >= vectors) return;
+  const uint4 v = in.reinterpret<const uint4>()[i];
+  out.reinterpret<uint4>()[i] = uint4{v.w, v.z, v.y, v.x};
+}
+
+// a + b * c, rounded after the product and after the sum, in float and in double.
+__global__ void rounded_ops_kernel(GlobalPtr<const float> f, GlobalPtr<const double> d, GlobalPtr<float> f_out,
+                                   GlobalPtr<double> d_out) {
+  f_out[0] = __fadd_rn(f[0], __fmul_rn(f[1], f[2]));
+  f_out[1] = __fsub_rn(f[0], __fmul_rn(f[1], f[2]));
+  d_out[0] = __dadd_rn(d[0], __dmul_rn(d[1], d[2]));
+}
+
 }  // namespace sdgen::test

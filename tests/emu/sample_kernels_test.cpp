@@ -274,3 +274,31 @@ TEST_CASE("a wrong A-fragment index gives a product the comparison rejects", "[e
   CHECK(run_gemm(SDGEN_KERNEL(mma_gemm_direct_kernel<AFragmentLayout::SecondAndThirdRegistersSwapped>), 0, g) >
         kM * kN / 2);
 }
+
+// 10 vectors in blocks of 4 threads: three blocks, the last one partial.
+TEST_CASE("uint4 loads and stores move four floats as one vector", "[emu]") {
+  constexpr int vectors = 10;
+  const std::vector<float> in = random_integers_as_float(4 * vectors, -100, 100, 8);
+  DeviceBuffer<float> d_in(in), d_out(4 * vectors);
+  cuda::launch(SDGEN_KERNEL(uint4_reverse_kernel), {.grid = 3, .block = 4}, d_in.view("in"), d_out.view("out"),
+               vectors);
+  const std::vector<float> out = d_out.to_host();
+  for (int v = 0; v < vectors; ++v)
+    for (int k = 0; k < 4; ++k) CHECK(out[std::size_t(4 * v + k)] == in[std::size_t(4 * v + 3 - k)]);
+}
+
+// Inputs where an FMA and two rounded operations differ: (1 + e)^2 = 1 + 2e + e^2, whose e^2 the
+// rounded product drops, so a + b*c with a = -(1 + 2e) is exactly 0 when rounded twice and e^2 when
+// fused. The _rn intrinsics must give the twice-rounded result on the GPU too.
+TEST_CASE("__fadd_rn, __fsub_rn, __fmul_rn, __dadd_rn and __dmul_rn round every operation", "[emu]") {
+  const float ef = std::ldexp(1.0f, -23);
+  const double ed = std::ldexp(1.0, -52);
+  DeviceBuffer<float> f(std::vector<float>{-(1.0f + 2.0f * ef), 1.0f + ef, 1.0f + ef}), f_out(2);
+  DeviceBuffer<double> d(std::vector<double>{-(1.0 + 2.0 * ed), 1.0 + ed, 1.0 + ed}), d_out(1);
+  cuda::launch(SDGEN_KERNEL(rounded_ops_kernel), {.grid = 1, .block = 1}, f.view("f"), d.view("d"),
+               f_out.view("f_out"), d_out.view("d_out"));
+  const std::vector<float> fr = f_out.to_host();
+  CHECK(fr[0] == 0.0f);
+  CHECK(fr[1] == -2.0f * (1.0f + 2.0f * ef));
+  CHECK(d_out.to_host()[0] == 0.0);
+}

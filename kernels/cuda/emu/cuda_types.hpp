@@ -35,6 +35,12 @@ struct __half {
   operator float() const { return sdgen::f16_to_f32(bits); }
 };
 
+// CUDA's 16-byte vector, 16-byte aligned as on the GPU: kernels move 8 fp16 or 4 fp32 values per
+// load or store with it, and GlobalPtr::reinterpret<uint4>() then checks the alignment.
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+
 struct __half2 {
   __half x, y;  // x is the low 16 bits of the 32-bit register, as on the GPU
 };

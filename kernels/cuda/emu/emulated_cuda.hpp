@@ -49,6 +49,18 @@ inline void __syncwarp(unsigned mask = 0xffffffffu, std::source_location where =
   sdgen::cuda::emu::warp_collective(sdgen::cuda::emu::WarpOp::Syncwarp, 0, mask, regs, where);
 }
 
+// ---- arithmetic rounded once per operation
+
+// CUDA's _rn intrinsics: one IEEE operation, rounded to nearest, which nvcc never contracts into an
+// FMA. Kernels use them where a result must equal a host computation bit for bit. Here they are the
+// plain operators, which is the same thing as long as the emulation build targets no FMA
+// instructions (it is compiled without -march, as is the host code it is compared with).
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+
 // ---- shuffles, votes and warp reductions
 
 namespace sdgen::cuda::emu {

@@ -1,0 +1,235 @@
+// The elementwise kernels of kernels/cuda/elementwise.cuh (activation, add, GEGLU) against the
+// CPU backend (fp32, on the same fp16-rounded inputs), with the fp16 rule of fp16_rule.hpp against
+// a naive fp16 computation written here, and the per-element bound of half_tensor_support.hpp.
+//
+// The absolute terms of the per-element bound: the kernel and the CPU backend compute the same
+// fp32 formula with different exp/erf implementations (the CPU's erf is Abramowitz-Stegun, off by
+// up to 2.5e-7; its exp a polynomial; the kernel's are libm's or CUDA's, within a few ulp), so an
+// activation's fp32 results differ by about 1e-6 * (1 + |x|) before rounding, and a sum's by a few
+// fp32 roundings of its terms (2^-22 of their magnitudes). Half an fp16 subnormal step (2^-25)
+// covers outputs too small for the relative term.
+//
+// Each launcher has a 16-byte path and a 1-wide path; the cases say which one they take (lengths
+// that are or are not multiples of 8, views shifted by one half). Inputs are N(0, 4^2): wide enough
+// to reach the saturated ends of every activation while x^3 stays finite in fp16.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cuda/elementwise.cuh"
+#include "tests/cuda_kernels/fp16_rule.hpp"
+#include "tests/cuda_kernels/half_tensor_support.hpp"
+
+namespace sdgen::test::elementwise_test {
+
+using half_tensors::check_each_element;
+using half_tensors::f32_tensor;
+using half_tensors::GuardedHalves;
+
+constexpr float kSigma = 4.0f;
+
+// ---- naive fp16: every intermediate rounded to fp16
+
+float r16(double x) { return round_to_f16(float(x)); }
+
+float naive_times_sigmoid(float x, float z) { return r16(x / r16(1.0 + r16(std::exp(-double(z))))); }
+
+float naive_gelu(float x) { return r16(r16(0.5 * x) * r16(1.0 + r16(std::erf(double(r16(x * 0.70710678118654752)))))); }
+
+float naive_act(Act a, float x) {
+  switch (a) {
+    case Act::Silu: return naive_times_sigmoid(x, x);
+    case Act::Gelu: return naive_gelu(x);
+    case Act::GeluTanh: {
+      const float cube = r16(double(r16(double(x) * x)) * x);
+      const float u = r16(0.79788456080286536 * r16(x + r16(0.044715 * cube)));
+      return r16(r16(0.5 * x) * r16(1.0 + r16(std::tanh(double(u)))));
+    }
+    case Act::QuickGelu: return naive_times_sigmoid(x, r16(1.702 * x));
+    case Act::None: return x;
+  }
+  return x;
+}
+
+const char* act_name(Act a) {
+  switch (a) {
+    case Act::None: return "None";
+    case Act::Silu: return "Silu";
+    case Act::Gelu: return "Gelu";
+    case Act::GeluTanh: return "GeluTanh";
+    case Act::QuickGelu: return "QuickGelu";
+  }
+  return "?";
+}
+
+// ---- activation
+
+struct ActivationCase {
+  std::int64_t n;
+  std::size_t misalign;
+  bool in_place;
+  const char* why;
+};
+
+TEST_CASE("activation: every Act on the vector and scalar paths, in place and not", "[cuda][elementwise]") {
+  const ActivationCase cases[] = {
+      // The UNet's time-embedding SiLU is [2, 1280]; a GroupNorm-sized tensor is [2, 32*32, 320]
+      // (655,360 elements), run for every activation on the 16-byte path with a grid-stride loop
+      // of several steps per thread.
+      {2 * 32 * 32 * 320, 0, false, "[2, 32x32, 320]: vector path, grid-stride"},
+      {2 * 1280, 0, true, "[2, 1280] in place: vector path"},
+      {1003, 0, false, "1003 elements: vector path, last vector partial (3 elements)"},
+      {1003, 1, true, "1003 elements shifted by one half, in place: scalar path"},
+      {5, 0, false, "5 elements: only a partial vector"},
+  };
+  CpuBackend cpu;
+  for (const ActivationCase& k : cases) {
+    for (Act act : {Act::None, Act::Silu, Act::Gelu, Act::GeluTanh, Act::QuickGelu}) {
+      const std::string what = std::string(k.why) + ", " + act_name(act);
+      CAPTURE(what);
+      const std::vector<float> x = randn_f16(std::size_t(k.n), 100 + std::uint64_t(k.n), kSigma);
+      GuardedHalves d_x(x, k.misalign);
+      GuardedHalves d_out(std::size_t(k.n), k.misalign);
+      const GuardedHalves& target = k.in_place ? d_x : d_out;
+      cuda::launch_activation({.x = d_x.input("x"), .out = target.view("out"), .n = k.n, .act = act});
+      const std::vector<float> got = target.values();
+
+      std::vector<float> x32 = x, ref(x.size()), naive(x.size());
+      cpu.activation(f32_tensor(x32, Shape{k.n}), f32_tensor(ref, Shape{k.n}), act);
+      for (std::size_t i = 0; i < x.size(); ++i) naive[i] = naive_act(act, x[i]);
+
+      // Absolute term of the rule: half an fp16 ulp of the largest output (the kernel's one rounding).
+      check_fp16_rule(got, ref, naive, std::ldexp(half_tensors::max_abs(ref), -11), what);
+      check_each_element(got, ref, [&](std::size_t i) { return 0x1p-25 + 1e-6 * (1.0 + std::fabs(x[i])); }, what);
+    }
+  }
+}
+
+// ---- add
+
+enum class AddOperand { AOnly, SameShape, Broadcast };
+enum class AddTarget { Fresh, A, B };
+
+struct AddCase {
+  Shape a_shape;
+  Shape b_shape;  // empty without b
+  AddOperand b;
+  AddTarget out;
+  std::size_t misalign;
+  float alpha, beta;
+  const char* why;
+};
+
+TEST_CASE("add: a * alpha + b * beta with b absent, equal or broadcast, in place on a or b", "[cuda][elementwise]") {
+  const AddCase cases[] = {
+      // Classifier-free guidance on the SD latent at 512x512: uncond + 7.5 (cond - uncond) is two
+      // adds on [1, 64, 64, 4].
+      {{1, 64, 64, 4}, {1, 64, 64, 4}, AddOperand::SameShape, AddTarget::Fresh, 0, -6.5f, 7.5f,
+       "[1, 64, 64, 4] same shape: vector path"},
+      {{2, 16, 16, 320}, {320}, AddOperand::Broadcast, AddTarget::Fresh, 0, 1.0f, 1.0f,
+       "[2, 16, 16, 320] + [320]: broadcast, vector path"},
+      {{2, 16, 16, 320}, {16, 320}, AddOperand::Broadcast, AddTarget::A, 0, 0.5f, -2.0f,
+       "[2, 16, 16, 320] + [16, 320] into a: broadcast over two dims, vector path"},
+      {{3, 7, 13}, {13}, AddOperand::Broadcast, AddTarget::Fresh, 0, 1.0f, 0.25f,
+       "[3, 7, 13] + [13]: period not a multiple of 8, scalar path"},
+      {{5, 101}, {5, 101}, AddOperand::SameShape, AddTarget::B, 0, 1.5f, 1.0f,
+       "[5, 101] same shape into b: 505 elements, vector path with a partial last vector"},
+      {{4, 64}, {4, 64}, AddOperand::SameShape, AddTarget::A, 1, 1.0f, 1.0f,
+       "[4, 64] shifted by one half, into a: scalar path"},
+      {{1003}, {}, AddOperand::AOnly, AddTarget::Fresh, 0, 0.18215f, 0.0f,
+       "[1003] * 0.18215 (the VAE scaling), no b: vector path, partial last vector"},
+  };
+  CpuBackend cpu;
+  for (const AddCase& k : cases) {
+    CAPTURE(k.why);
+    const std::int64_t n = k.a_shape.numel();
+    const bool has_b = k.b != AddOperand::AOnly;
+    const std::int64_t nb = has_b ? k.b_shape.numel() : 0;
+    const std::vector<float> a = randn_f16(std::size_t(n), 200 + std::uint64_t(n), kSigma);
+    const std::vector<float> b = randn_f16(std::size_t(has_b ? nb : 1), 300 + std::uint64_t(nb), kSigma);
+    GuardedHalves d_a(a, k.misalign), d_b(b, k.misalign), d_out(std::size_t(n), k.misalign);
+    const GuardedHalves& target = k.out == AddTarget::A ? d_a : k.out == AddTarget::B ? d_b : d_out;
+    cuda::launch_add({.a = d_a.input("a"),
+                      .b = has_b ? d_b.input("b") : cuda::GlobalPtr<const __half>(),
+                      .out = target.view("out"),
+                      .geometry = {.n = n, .b_period = nb},
+                      .alpha = k.alpha,
+                      .beta = k.beta});
+    const std::vector<float> got = target.values();
+
+    std::vector<float> a32 = a, b32 = b, ref(a.size()), naive(a.size());
+    const Tensor tb = f32_tensor(b32, has_b ? k.b_shape : Shape{1});
+    cpu.add(f32_tensor(a32, k.a_shape), has_b ? &tb : nullptr, f32_tensor(ref, k.a_shape),
+            {.alpha = k.alpha, .beta = k.beta});
+    auto b_of = [&](std::size_t i) { return has_b ? b[i % std::size_t(nb)] : 0.0f; };
+    for (std::size_t i = 0; i < a.size(); ++i)
+      naive[i] = has_b ? r16(r16(double(a[i]) * k.alpha) + r16(double(b_of(i)) * k.beta)) : r16(double(a[i]) * k.alpha);
+
+    check_fp16_rule(got, ref, naive, std::ldexp(half_tensors::max_abs(ref), -11), k.why);
+    check_each_element(
+        got, ref,
+        [&](std::size_t i) {
+          return 0x1p-25 + 0x1p-22 * (std::fabs(double(a[i]) * k.alpha) + std::fabs(double(b_of(i)) * k.beta));
+        },
+        k.why);
+  }
+}
+
+// ---- geglu
+
+struct GegluCase {
+  std::int64_t rows, f;
+  std::int64_t x_row_stride;  // >= 2f: x is a column slice of a wider buffer when larger
+  std::size_t misalign;
+  const char* why;
+};
+
+TEST_CASE("geglu: hidden * gelu(gate) over rows, contiguous and strided", "[cuda][elementwise]") {
+  const GegluCase cases[] = {
+      // SD 1.5's innermost transformer level at 512x512 with guidance, at its real size: 8x8
+      // tokens, GEGLU's projection [B*N, 2 * 5120].
+      {2 * 8 * 8, 5120, 2 * 5120, 0, "UNet [2, 8x8, 10240] -> 5120: vector path"},
+      // The first level's rows (projection 2 * 1280) on a 16x16 latent instead of 64x64.
+      {2 * 256, 1280, 2 * 1280, 0, "[2, 16x16, 2560] -> 1280: vector path"},
+      {37, 24, 2 * 24 + 16, 0, "37 rows of 48 in rows of 64: strided x, vector path"},
+      {9, 13, 2 * 13, 0, "f = 13: scalar path"},
+      {6, 16, 2 * 16 + 3, 0, "rows of 32 in rows of 35: stride not a multiple of 8, scalar path"},
+      {4, 32, 2 * 32, 1, "shifted by one half: scalar path"},
+  };
+  CpuBackend cpu;
+  for (const GegluCase& k : cases) {
+    CAPTURE(k.why);
+    const std::int64_t x_count = (k.rows - 1) * k.x_row_stride + 2 * k.f;
+    const std::vector<float> x = randn_f16(std::size_t(x_count), 400 + std::uint64_t(x_count), kSigma);
+    GuardedHalves d_x(x, k.misalign), d_out(std::size_t(k.rows * k.f), k.misalign);
+    const GegluGeometry g{.x = {.rows = k.rows, .cols = 2 * k.f, .row_stride = k.x_row_stride},
+                          .out = {.rows = k.rows, .cols = k.f, .row_stride = k.f}};
+    cuda::launch_geglu({.x = d_x.input("x"), .out = d_out.view("out"), .geometry = g});
+    const std::vector<float> got = d_out.values();
+
+    std::vector<float> x32 = x, ref(std::size_t(k.rows * k.f));
+    Tensor tx = f32_tensor(x32, Shape{k.rows, 2 * k.f});
+    tx.strides = Strides{k.x_row_stride, 1};
+    cpu.geglu(tx, f32_tensor(ref, Shape{k.rows, k.f}));
+    std::vector<float> naive(ref.size()), hidden(ref.size()), gate(ref.size());
+    for (std::int64_t r = 0; r < k.rows; ++r)
+      for (std::int64_t c = 0; c < k.f; ++c) {
+        const std::size_t o = std::size_t(r * k.f + c);
+        hidden[o] = x[std::size_t(r * k.x_row_stride + c)];
+        gate[o] = x[std::size_t(r * k.x_row_stride + k.f + c)];
+        naive[o] = r16(double(hidden[o]) * naive_gelu(gate[o]));
+      }
+
+    check_fp16_rule(got, ref, naive, std::ldexp(half_tensors::max_abs(ref), -11), k.why);
+    check_each_element(
+        got, ref,
+        [&](std::size_t i) { return 0x1p-25 + 1e-6 * (1.0 + std::fabs(hidden[i])) * (1.0 + std::fabs(gate[i])); },
+        k.why);
+  }
+}
+
+}  // namespace sdgen::test::elementwise_test
