@@ -25,10 +25,14 @@
 //    naming the op and the offending shapes ("group_norm: x is [2, 64, 64, 320] but gamma has 640").
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <memory>
+#include <span>
 #include <string_view>
 
+#include "kernels/step_update.hpp"
+#include "lib/core/allocator.hpp"
 #include "lib/core/tensor.hpp"
 
 namespace sdgen {
@@ -97,26 +101,68 @@ struct TimestepEmbeddingArgs {
   float max_period = 10000.0f;
 };
 
-// What a weight is for, so that a backend can lay it out for that op once, at load.
-enum class WeightUse { Linear, Conv2d };
+// out = x * scale + shift, converting x's dtype to out's (F32 latents <-> the activation dtype).
+struct ConvertArgs {
+  float scale = 1.0f;
+  float shift = 0.0f;
+};
+
+// The tensors of one denoising step (kernels/step_update.hpp): model_output is the UNet output in
+// the activation dtype, [n, ...] or, under guidance, the n unconditional rows then the n
+// conditional ones; sample (updated in place), noise and the history slots are F32 [n, ...].
+// Tensors the step does not read may be absent (null).
+struct StepTensors {
+  Tensor model_output;
+  Tensor sample;
+  const Tensor* noise = nullptr;
+  std::array<const Tensor*, kStepHistorySlots> history{};
+};
+
+// What a parameter is for, so that a backend can lay it out for that op once, at load: a matrix
+// of linear / conv2d, or a vector (bias, norm scale and shift) or embedding table read as is.
+enum class WeightUse { Linear, Conv2d, Vector, Table };
 
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
 
-  // Weights are constants, so a backend may re-lay them out once rather than at every step
-  // (oneDNN's blocked formats, bf16 on the CPU). prepare_weight returns the tensor to pass as `w`
-  // to linear / conv2d from then on, in memory this backend owns until it is destroyed, so the
-  // caller may release the source right away. The result keeps w's shape and may be Layout::Packed
-  // (readable by this backend only). A strided weight also works everywhere, only slower.
-  // The default keeps w as it is.
+  // Parameters are constants, so a backend may re-lay them out once rather than at every step
+  // (oneDNN's blocked formats, bf16 on the CPU; fp16 device copies on a GPU). prepare_weight
+  // receives every parameter in host memory and returns the tensor to compute with from then on:
+  // either w itself (the caller keeps the memory alive), or a tensor in memory this backend owns
+  // until it is destroyed, so the caller may release the source right away. The result keeps w's
+  // shape and may be Layout::Packed (readable by this backend only). The default keeps w.
   virtual Tensor prepare_weight(const Tensor& w, WeightUse /*use*/) { return w; }
   // Bytes the backend holds itself (prepared weights, scratch), for --profile.
   virtual std::size_t held_bytes() const { return 0; }
   // A ShapeBackend that accepts exactly what this backend accepts and computes nothing: the
   // pipeline runs a stage through it once to plan the activation arena before the first step.
   virtual std::unique_ptr<Backend> shape_only() const = 0;
+
+  // ---- memory. Activations live where the backend computes; the pipeline moves host data in
+  // and out only through these calls, so the same pipeline drives a CPU or a GPU. The defaults
+  // serve backends that compute in host memory with F32 activations.
+  // Where activations are allocated (the pipeline builds its arenas on it).
+  virtual Allocator& allocator() { return host_memory_; }
+  // The dtype activations are computed in (F32 on the CPU, F16 on a GPU).
+  virtual DType activation_dtype() const { return DType::F32; }
+  // host (contiguous, host memory, F32 or I32) -> dst (this backend's, same shape; F32 data may
+  // land in the activation dtype).
+  virtual void upload(const Tensor& host, const Tensor& dst);
+  // src (this backend's) -> host (contiguous F32 or I32, host memory, same shape). Waits for the
+  // work queued before it.
+  virtual void download(const Tensor& src, const Tensor& host);
+  // Returns once every queued op has finished (for timing stages); a no-op on the host.
+  virtual void synchronize() {}
+
+  // ---- the denoising step's own ops
+  // out = x * scale + shift elementwise, with x and out of the same shape in F32 or the
+  // activation dtype (either way round). Not in place.
+  virtual void convert(const Tensor& x, const Tensor& out, const ConvertArgs& args);
+  // Classifier-free guidance and the scheduler update of call `call`, whose coefficients are
+  // steps[call] (every call's are passed, so a device backend can upload them once).
+  virtual void scheduler_step(std::span<const StepCoefficients> steps, int call, const StepTensors& tensors);
 
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor& out, const LinearArgs& args) = 0;
   virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor& out, const Conv2dArgs& args) = 0;
@@ -142,6 +188,9 @@ class Backend {
   virtual void timestep_embedding(const Tensor& t, const Tensor& out, const TimestepEmbeddingArgs& args) = 0;
   // ids [B, N] (I32) rows of table [V, C] -> out [B, N, C]; an id outside [0, V) is an error.
   virtual void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) = 0;
+
+ private:
+  HeapAllocator host_memory_;
 };
 
 }  // namespace sdgen

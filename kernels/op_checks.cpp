@@ -453,8 +453,77 @@ void check_weight(const OpSupport& s, std::string_view op, const Tensor& w, Weig
   check_strided(op, "w", w);
   if (!DTypeSet{DType::F32, DType::F16, DType::BF16}.contains(w.dtype))
     fail(op, cat("w is ", dtype_name(w.dtype), " ", w.shape.str(), "; expected a floating-point weight"));
-  check_rank(op, "w", w, use == WeightUse::Linear ? 2 : 4);
+  const int rank = use == WeightUse::Conv2d ? 4 : use == WeightUse::Vector ? 1 : 2;
+  check_rank(op, "w", w, rank);
   check_contiguous(op, "w", w);
+}
+
+std::int64_t check_transfer(const OpSupport& s, std::string_view op, const Tensor& host, const Tensor& mine) {
+  if (host.device.kind != DeviceKind::Cpu) fail(op, cat("the host tensor ", host.shape.str(), " is not in host memory"));
+  check_basic(s, op, "the backend's tensor", mine);
+  check_strided(op, "the backend's tensor", mine);
+  check_contiguous(op, "the host tensor", host);
+  check_contiguous(op, "the backend's tensor", mine);
+  if (!(host.shape == mine.shape))
+    fail(op, cat("the host tensor is ", host.shape.str(), " but the backend's is ", mine.shape.str()));
+  if (host.dtype != DType::F32 && host.dtype != DType::I32)
+    fail(op, cat("the host tensor is ", dtype_name(host.dtype), "; expected F32 or I32"));
+  if (mine.dtype != host.dtype && !(host.dtype == DType::F32 && mine.dtype == s.activations))
+    fail(op, cat("the host tensor is ", dtype_name(host.dtype), " but the backend's is ", dtype_name(mine.dtype)));
+  return host.numel();
+}
+
+std::int64_t check_convert(const OpSupport& s, const Tensor& x, const Tensor& out) {
+  constexpr std::string_view op = "convert";
+  const DTypeSet allowed{DType::F32, s.activations};
+  for (const auto& [name, t] : {std::pair<std::string_view, const Tensor*>{"x", &x}, {"out", &out}}) {
+    check_basic(s, op, name, *t);
+    check_strided(op, name, *t);
+    check_contiguous(op, name, *t);
+    if (!allowed.contains(t->dtype))
+      fail(op, cat(name, " is ", dtype_name(t->dtype), "; expected one of ", allowed.str()));
+  }
+  if (!(x.shape == out.shape)) fail(op, cat("x is ", x.shape.str(), " but out is ", out.shape.str()));
+  check_no_overlap(op, "out", out, "x", x, InPlace::Forbidden);
+  return x.numel();
+}
+
+std::int64_t check_scheduler_step(const OpSupport& s, std::span<const StepCoefficients> steps, int call,
+                                  const StepTensors& t) {
+  constexpr std::string_view op = "scheduler_step";
+  if (call < 0 || static_cast<std::size_t>(call) >= steps.size())
+    fail(op, cat("call ", call, " is outside the ", steps.size(), " steps given"));
+  const StepCoefficients& c = steps[static_cast<std::size_t>(call)];
+  const auto f32 = [&](std::string_view name, const Tensor& x) {
+    check_basic(s, op, name, x);
+    check_strided(op, name, x);
+    check_contiguous(op, name, x);
+    check_dtype(op, name, x, DType::F32);
+  };
+  f32("sample", t.sample);
+  const std::int64_t n = t.sample.numel();
+  check_basic(s, op, "model_output", t.model_output);
+  check_strided(op, "model_output", t.model_output);
+  check_contiguous(op, "model_output", t.model_output);
+  check_dtype(op, "model_output", t.model_output, s.activations);
+  const std::int64_t rows = c.guidance == StepGuidance::ClassifierFree ? 2 : 1;
+  if (t.model_output.numel() != rows * n)
+    fail(op, cat("model_output is ", t.model_output.shape.str(), " but the sample is ", t.sample.shape.str(),
+                 rows == 2 ? " (guidance needs both halves)" : ""));
+  const auto reads = [&](StepTerm term) { return ((c.reads >> static_cast<int>(term)) & 1u) != 0u; };
+  const auto present = [&](std::string_view name, const Tensor* x) {
+    if (x == nullptr) fail(op, cat("the step needs ", name, ", which is missing"));
+    f32(name, *x);
+    if (x->numel() != n) fail(op, cat(name, " is ", x->shape.str(), " but the sample is ", t.sample.shape.str()));
+  };
+  if (reads(StepTerm::Noise)) present("noise", t.noise);
+  for (int slot = 0; slot < kStepHistorySlots; ++slot) {
+    const auto term = static_cast<StepTerm>(static_cast<int>(StepTerm::History0) + slot);
+    bool written = false;
+    for (int k = 0; k < c.write_count; ++k) written = written || c.write_targets[k] == term;
+    if (reads(term) || written) present(cat("history slot ", slot), t.history[static_cast<std::size_t>(slot)]);
+  }
+  return n;
 }
 
 }  // namespace sdgen

@@ -136,5 +136,16 @@ TimestepGeometry check_timestep_embedding(const OpSupport& s, const Tensor& t, c
 EmbeddingGeometry check_embedding(const OpSupport& s, const Tensor& ids, const Tensor& table, const Tensor& out);
 // A weight handed to Backend::prepare_weight: rank 2 for Linear, 4 for Conv2d, a supported dtype.
 void check_weight(const OpSupport& s, std::string_view op, const Tensor& w, WeightUse use);
+// upload / download: `host` is contiguous host memory in F32 or I32; `mine` (the backend's side)
+// has the same shape, is contiguous, and holds the same dtype or, for F32 data, the activation
+// dtype. Returns the element count.
+std::int64_t check_transfer(const OpSupport& s, std::string_view op, const Tensor& host, const Tensor& mine);
+// convert: same shape, contiguous, each F32 or the activation dtype, not overlapping.
+std::int64_t check_convert(const OpSupport& s, const Tensor& x, const Tensor& out);
+// scheduler_step: `call` indexes `steps`; every tensor the step reads or writes is present,
+// contiguous, F32 with the sample's element count (the model output in the activation dtype,
+// twice that under guidance). Returns the sample's element count.
+std::int64_t check_scheduler_step(const OpSupport& s, std::span<const StepCoefficients> steps, int call,
+                                  const StepTensors& t);
 
 }  // namespace sdgen

@@ -55,4 +55,11 @@ void ShapeBackend::embedding(const Tensor& ids, const Tensor& table, const Tenso
   check_embedding(support_, ids, table, out);
 }
 
+void ShapeBackend::upload(const Tensor& host, const Tensor& dst) { check_transfer(support_, "upload", host, dst); }
+void ShapeBackend::download(const Tensor& src, const Tensor& host) { check_transfer(support_, "download", host, src); }
+void ShapeBackend::convert(const Tensor& x, const Tensor& out, const ConvertArgs&) { check_convert(support_, x, out); }
+void ShapeBackend::scheduler_step(std::span<const StepCoefficients> steps, int call, const StepTensors& tensors) {
+  check_scheduler_step(support_, steps, call, tensors);
+}
+
 }  // namespace sdgen

@@ -22,6 +22,11 @@ class ShapeBackend final : public Backend {
   std::unique_ptr<Backend> shape_only() const override { return std::make_unique<ShapeBackend>(support_); }
   // Checks w and keeps it: planning needs shapes only.
   Tensor prepare_weight(const Tensor& w, WeightUse use) override;
+  DType activation_dtype() const override { return support_.activations; }
+  void upload(const Tensor& host, const Tensor& dst) override;
+  void download(const Tensor& src, const Tensor& host) override;
+  void convert(const Tensor& x, const Tensor& out, const ConvertArgs& args) override;
+  void scheduler_step(std::span<const StepCoefficients> steps, int call, const StepTensors& tensors) override;
 
   void linear(const Tensor& x, const Tensor& w, const Tensor& out, const LinearArgs& args) override;
   void conv2d(const Tensor& x, const Tensor& w, const Tensor& out, const Conv2dArgs& args) override;

@@ -14,6 +14,8 @@
 // checks at compile time.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -60,5 +62,22 @@ struct StepCoefficients {
   std::uint32_t reads;
 };
 static_assert(std::is_trivially_copyable_v<StepCoefficients> && std::is_standard_layout_v<StepCoefficients>);
+
+// One step's buffers in host memory, for backends that compute on the host. Each has `elements`
+// floats (model_output twice that under guidance); a buffer the step does not read may be null.
+struct StepHostBuffers {
+  const float* model_output = nullptr;
+  float* sample = nullptr;
+  const float* noise = nullptr;
+  std::array<float*, kStepHistorySlots> history{};
+  std::int64_t elements = 0;
+};
+
+// The step on the host: per element, the arithmetic of the CUDA kernel (cuda/step_update.cuh) in
+// the same order, each operation rounded once (guidance in float, the weighted sums in double,
+// terms of zero weight skipped, every output formed before any is stored), so the two agree bit
+// for bit. (step_update.cpp is compiled with -ffp-contract=off for that reason: g++ contracts
+// a * b + c into an FMA whenever the target has one, even in ISO mode.)
+void apply_step_coefficients(const StepCoefficients& s, const StepHostBuffers& b);
 
 }  // namespace sdgen

@@ -84,6 +84,7 @@ std::size_t CpuBackend::held_bytes() const {
 
 Tensor CpuBackend::prepare_weight(const Tensor& w, WeightUse use) {
   check_weight(op_support(), "prepare_weight", w, use);
+  if (use == WeightUse::Vector || use == WeightUse::Table) return w;  // read as they are
   Tensor result;
   guarded("prepare_weight", ctx_->threads, [&] {
     // F16 has no place in the CPU's compute dtypes: widen it to F32 first (exactly).

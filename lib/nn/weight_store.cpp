@@ -41,7 +41,7 @@ struct Target {
   Shape shape;
   DType dtype = DType::F32;
   Relayout relayout;
-  std::optional<WeightUse> prepare;  // offered to Backend::prepare_weight as this
+  WeightUse prepare = WeightUse::Vector;  // offered to Backend::prepare_weight as this
 
   std::size_t nbytes() const { return static_cast<std::size_t>(shape.numel()) * dtype_size(dtype); }
 };
@@ -55,9 +55,10 @@ Shape to_shape(const std::vector<std::int64_t>& dims) {
 Target target_of(const Param& p, const WeightFormat& format) {
   const auto& s = p.shape;
   switch (p.use) {
-    case ParamUse::Vector: return {.shape = to_shape(s), .dtype = format.vectors, .relayout = {.inner = p.numel()}};
+    case ParamUse::Vector:
+      return {.shape = to_shape(s), .dtype = format.vectors, .relayout = {.inner = p.numel()}, .prepare = WeightUse::Vector};
     case ParamUse::EmbeddingTable:
-      return {.shape = to_shape(s), .dtype = format.tables, .relayout = {.inner = p.numel()}};
+      return {.shape = to_shape(s), .dtype = format.tables, .relayout = {.inner = p.numel()}, .prepare = WeightUse::Table};
     case ParamUse::LinearWeight:
       // [out, in] or [out, in, 1, 1]: the same bytes either way.
       return {.shape = {s[0], s[1]},
@@ -198,27 +199,22 @@ WeightStore::WeightStore(Backend& backend, const WeightFormat& format, std::span
   for (const NamedParam& np : params) {
     const weights::TensorSource& source = bound_source(np);
     Target target = target_of(*np.param, format);
-    if (target.prepare) {
-      const std::optional<Tensor> mapped = in_place(source, target);
-      Tensor host = mapped.value_or(Tensor::contiguous(nullptr, target.dtype, target.shape));
-      if (!mapped) {
-        host.data = scratch.get(target.nbytes());
-        convert(np, target, static_cast<std::byte*>(host.data));
-      }
-      const Tensor prepared = backend.prepare_weight(host, *target.prepare);
-      if (prepared.data != host.data) {
-        np.param->value = prepared;  // the backend holds its own copy
-        release_pages(source.bytes(), PageSpan::Inside);
-        continue;
-      }
-    } else if (np.param->use == ParamUse::EmbeddingTable) {
-      if (const std::optional<Tensor> mapped = in_place(source, target)) {
-        np.param->value = *mapped;
-        mapped_bytes_ += target.nbytes();
-        continue;
-      }
+    const std::optional<Tensor> mapped = in_place(source, target);
+    Tensor host = mapped.value_or(Tensor::contiguous(nullptr, target.dtype, target.shape));
+    if (!mapped) {
+      host.data = scratch.get(target.nbytes());
+      convert(np, target, static_cast<std::byte*>(host.data));
     }
-    kept.emplace_back(&np, std::move(target));
+    const Tensor prepared = backend.prepare_weight(host, target.prepare);
+    if (prepared.data != host.data) {
+      np.param->value = prepared;  // the backend holds its own copy
+      release_pages(source.bytes(), PageSpan::Inside);
+    } else if (mapped && target.prepare == WeightUse::Table) {
+      np.param->value = *mapped;
+      mapped_bytes_ += target.nbytes();
+    } else {
+      kept.emplace_back(&np, std::move(target));
+    }
   }
 
   // Pass 2: one allocation for the rest.

@@ -8,8 +8,9 @@
 //   * layout from its use (nn::ParamUse): a convolution weight goes from torch's OIHW to the
 //     op set's OHWI [out, kh, kw, in]; a 1x1 projection stored [out, in, 1, 1] becomes the
 //     [out, in] matrix it is (no data moves); everything else keeps its shape.
-// Linear and Conv2d weights are then offered to Backend::prepare_weight, which may pack them into
-// memory of its own (oneDNN blocked formats); the store keeps only what the backend did not take.
+// Every parameter is then offered to Backend::prepare_weight, which may pack it into memory of its
+// own (oneDNN blocked formats; an fp16 copy on a GPU); the store keeps only what the backend did
+// not take.
 //
 // Memory: the mapped file is the source, read once, and nothing is copied twice.
 //   * A weight the backend packs is handed to prepare_weight straight from the mapping when its
@@ -31,9 +32,8 @@
 // is converted a second time, into the store: load time, not memory, pays for not knowing in
 // advance what the backend keeps.
 //
-// The store converts on the host. A device backend receives its matrices through prepare_weight
-// (it uploads them there); the store's block of vectors and tables is what it will have to upload
-// as well, through a backend call that the op set does not have yet.
+// The store converts on the host. A device backend receives every parameter through
+// prepare_weight and uploads it there, so its store ends up empty.
 //
 // describe_weights() gives each Param a tensor of the right shape and dtype with no data, so that
 // ShapeBackend can run (and plan) a full-size model with no checkpoint at all.

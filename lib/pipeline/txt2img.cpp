@@ -1,7 +1,10 @@
 #include "lib/pipeline/txt2img.hpp"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
+#include <optional>
+#include <type_traits>
 
 #include "lib/core/allocator.hpp"
 #include "lib/core/ctx.hpp"
@@ -27,7 +30,28 @@ nn::WeightStore load(Backend& backend, const char* component, Module& module, co
   return nn::WeightStore(backend, {}, nn::named_params(module));
 }
 
-std::span<float> floats(const Tensor& t) { return {t.ptr<float>(), static_cast<std::size_t>(t.numel())}; }
+// Host copies of backend tensors, and backend tensors of host data: the pipeline touches
+// activations only through Backend::upload / download, so it drives a GPU as it drives the CPU.
+std::vector<float> to_host(Backend& backend, const Tensor& t) {
+  std::vector<float> host(static_cast<std::size_t>(t.numel()));
+  backend.download(t, Tensor::contiguous(host.data(), DType::F32, t.shape));
+  return host;
+}
+
+template <class T>
+void from_host(Backend& backend, std::vector<T>& host, const Tensor& t) {
+  constexpr DType dtype = std::is_same_v<T, float> ? DType::F32 : DType::I32;
+  backend.upload(Tensor::contiguous(host.data(), dtype, t.shape), t);
+}
+
+// Rows [first, first + count) of a contiguous [B, ...] tensor.
+Tensor batch_rows(const Tensor& t, std::int64_t first, std::int64_t count) {
+  Shape shape = t.shape;
+  shape[0] = count;
+  const std::size_t row_bytes = t.nbytes() / static_cast<std::size_t>(t.shape[0]);
+  return Tensor::contiguous(static_cast<std::byte*>(t.data) + static_cast<std::size_t>(first) * row_bytes, t.dtype,
+                            shape, t.device);
+}
 
 // Records a host tensor under its reference name, converting NHWC images to torch's NCHW.
 struct Recorder {
@@ -85,9 +109,9 @@ Arena Pipeline::plan_unet_step(std::int64_t rows, std::int64_t h, std::int64_t w
   const auto shapes = backend_.shape_only();
   PlanningAllocator planner(backing.device());
   {
-    Ctx plan{*shapes, planner};
+    Ctx plan{*shapes, planner, backend_.activation_dtype()};
     const auto unet_in = plan.alloc({rows, h, w, c});
-    const auto t = plan.alloc({rows});
+    const auto t = plan.alloc({rows}, DType::F32);
     const auto eps = unet_.forward(plan, unet_in, t, context);
   }
   auto records = planner.records();
@@ -129,8 +153,8 @@ GeneratedImages Pipeline::generate(const GenerateRequest& r, const ProgressFn& p
   options.steps = r.steps;
   const schedulers::Scheduler scheduler(r.scheduler, model_.scheduler, options);
   const Recorder rec{dump};
-  HeapAllocator heap;
-  Ctx ctx{backend_, heap};
+  Allocator& memory = backend_.allocator();
+  Ctx ctx{backend_, memory, backend_.activation_dtype()};
   GeneratedImages result{.width = r.width, .height = r.height};
   const bool guided = r.guidance_scale > 1.0;
   const std::int64_t n = r.batch;
@@ -141,11 +165,13 @@ GeneratedImages Pipeline::generate(const GenerateRequest& r, const ProgressFn& p
   const auto cond_ids = tokenizer_.encode(r.prompt);
   const auto uncond_ids = tokenizer_.encode(r.negative_prompt);
   const auto tokens = static_cast<std::int64_t>(cond_ids.size());
-  auto ids = ctx.alloc({rows, tokens}, DType::I32);
+  std::vector<std::int32_t> host_ids;
   for (std::int64_t row = 0; row < rows; ++row) {
     const auto& src = (guided && row < n) ? uncond_ids : cond_ids;
-    std::copy(src.begin(), src.end(), ids.view().ptr<std::int32_t>() + row * tokens);
+    host_ids.insert(host_ids.end(), src.begin(), src.end());
   }
+  auto ids = ctx.alloc({rows, tokens}, DType::I32);
+  from_host(backend_, host_ids, ids);
   const auto as_floats = [](const std::vector<int>& v) { return std::vector<float>(v.begin(), v.end()); };
   rec.raw("input_ids.cond", {1, tokens}, as_floats(cond_ids));
   if (guided) rec.raw("input_ids.uncond", {1, tokens}, as_floats(uncond_ids));
@@ -154,100 +180,118 @@ GeneratedImages Pipeline::generate(const GenerateRequest& r, const ProgressFn& p
   start = Clock::now();
   const auto context = text_encoder_.forward(ctx, ids, r.clip_skip);  // [rows, 77, C]
   ids.reset();
+  backend_.synchronize();
   result.seconds.text_encode = seconds_since(start);
-  const auto hidden = context.view().shape[2];
-  const auto row_values = [&](std::int64_t row) {
-    return floats(context).subspan(static_cast<std::size_t>(row * tokens * hidden), static_cast<std::size_t>(tokens * hidden));
-  };
-  rec.raw("text_embeds.cond", {1, tokens, hidden}, row_values(rows - 1));
-  if (guided) rec.raw("text_embeds.uncond", {1, tokens, hidden}, row_values(0));
+  if (dump) {
+    const auto hidden = context.view().shape[2];
+    const auto values = to_host(backend_, context);
+    const auto row_values = [&](std::int64_t row) {
+      return std::span(values).subspan(static_cast<std::size_t>(row * tokens * hidden),
+                                        static_cast<std::size_t>(tokens * hidden));
+    };
+    rec.raw("text_embeds.cond", {1, tokens, hidden}, row_values(rows - 1));
+    if (guided) rec.raw("text_embeds.uncond", {1, tokens, hidden}, row_values(0));
+  }
 
-  // ---- initial latents
+  // ---- initial latents, drawn on the host (torch's generator) and kept where the backend computes
   const std::int64_t h = r.height / 8, w = r.width / 8, c = model_.unet.in_channels;
   const Shape latent_nchw{n, c, h, w};
   const Shape latent_nhwc{n, h, w, c};
-  const auto latent_size = static_cast<std::size_t>(latent_nhwc.numel());
   TorchCpuGenerator generator(r.seed);
-  std::vector<float> latents = draw_latent_noise(generator, latent_nchw);
-  rec.nhwc("noise", latent_nhwc, latents);
+  std::vector<float> host_latents = draw_latent_noise(generator, latent_nchw);
+  rec.nhwc("noise", latent_nhwc, host_latents);
   const auto sigma0 = static_cast<float>(scheduler.init_noise_sigma());
-  for (auto& v : latents) v *= sigma0;
-  rec.nhwc("latents.init", latent_nhwc, latents);
+  for (auto& v : host_latents) v *= sigma0;
+  rec.nhwc("latents.init", latent_nhwc, host_latents);
+  Activation latents = ctx.alloc(latent_nhwc, DType::F32);
+  from_host(backend_, host_latents, latents);
 
   std::vector<float> timesteps(scheduler.timesteps().begin(), scheduler.timesteps().end());
   rec.raw("timesteps", {static_cast<std::int64_t>(timesteps.size())}, timesteps);
 
-  // ---- denoising
-  std::vector<float> guided_out(latent_size), step_noise, nchw_scratch(latent_size);
-  std::vector<std::vector<float>> history(static_cast<std::size_t>(scheduler.history_slots()),
-                                          std::vector<float>(latent_size));
+  // ---- denoising: the scheduler's state and every call's coefficients, prepared once
+  std::vector<Activation> history;
+  for (int slot = 0; slot < scheduler.history_slots(); ++slot) history.push_back(ctx.alloc(latent_nhwc, DType::F32));
+  std::vector<StepCoefficients> steps;
+  bool draws_noise = false;
+  for (int call = 0; call < scheduler.num_calls(); ++call) {
+    steps.push_back(schedulers::to_step_coefficients(scheduler.plan(call),
+                                                     guided ? std::optional(r.guidance_scale) : std::nullopt));
+    draws_noise = draws_noise || scheduler.needs_noise(call);
+  }
+  Activation step_noise;
+  if (draws_noise) step_noise = ctx.alloc(latent_nhwc, DType::F32);
+  StepTensors step_tensors{.sample = latents, .noise = draws_noise ? &step_noise.view() : nullptr};
+  for (std::size_t slot = 0; slot < history.size(); ++slot) step_tensors.history[slot] = &history[slot].view();
+
+  std::vector<float> nchw_scratch(static_cast<std::size_t>(latent_nhwc.numel()));
   const auto record_step = [&](const std::string& name, std::span<const float> nhwc_values) {
-    if (!dump) return;
     nn::nhwc_to_nchw(nhwc_values, latent_nhwc, nchw_scratch);
     rec.append(name, latent_nchw, nchw_scratch);
   };
-  const auto guidance = static_cast<float>(r.guidance_scale);
   // Every step makes the same requests in the same order, so their memory is planned once, by a
   // shape-only run of one step, and served from one block: no allocation inside the loop.
   // The block is returned before the VAE decode, whose activations set the run's peak memory.
   {
-    Arena arena = plan_unet_step(rows, h, w, c, context, heap);
-    Ctx step_ctx{backend_, arena};
+    Arena arena = plan_unet_step(rows, h, w, c, context, memory);
+    Ctx step_ctx{backend_, arena, backend_.activation_dtype()};
     for (int call = 0; call < scheduler.num_calls(); ++call) {
       stop_if_cancelled();
       start = Clock::now();
       arena.rewind();
       auto unet_in = step_ctx.alloc({rows, h, w, c});
-      auto t = step_ctx.alloc({rows});
-      const auto scale = static_cast<float>(scheduler.model_input_scale(call));
-      auto in = floats(unet_in);
-      for (std::int64_t copy = 0; copy < rows / n; ++copy)
-        for (std::size_t i = 0; i < latent_size; ++i) in[static_cast<std::size_t>(copy) * latent_size + i] = latents[i] * scale;
-      std::fill_n(t.view().ptr<float>(), rows, timesteps[static_cast<std::size_t>(call)]);
+      auto t = step_ctx.alloc({rows}, DType::F32);
+      const ConvertArgs input_scale{.scale = static_cast<float>(scheduler.model_input_scale(call))};
+      for (std::int64_t copy = 0; copy < rows / n; ++copy) backend_.convert(latents, batch_rows(unet_in, copy * n, n), input_scale);
+      std::vector<float> host_t(static_cast<std::size_t>(rows), timesteps[static_cast<std::size_t>(call)]);
+      from_host(backend_, host_t, t);
       const auto eps = unet_.forward(step_ctx, unet_in, t, context);  // [rows, h, w, c]
-      const auto out = floats(eps);
-      if (guided) {
-        const auto uncond = out.subspan(0, latent_size), cond = out.subspan(latent_size, latent_size);
-        for (std::size_t i = 0; i < latent_size; ++i) guided_out[i] = uncond[i] + guidance * (cond[i] - uncond[i]);
-        record_step("eps.steps.uncond", uncond);
-        record_step("eps.steps.cond", cond);
-      } else {
-        std::copy(out.begin(), out.end(), guided_out.begin());
-        record_step("eps.steps.cond", out);
+      if (dump) {
+        const auto out = to_host(backend_, eps);
+        const auto half = [&](std::int64_t k) { return std::span(out).subspan(static_cast<std::size_t>(k * latent_nhwc.numel()),
+                                                                              static_cast<std::size_t>(latent_nhwc.numel())); };
+        if (guided) record_step("eps.steps.uncond", half(0));
+        record_step("eps.steps.cond", half(guided ? 1 : 0));
       }
       if (scheduler.needs_noise(call)) {
-        step_noise = draw_latent_noise(generator, latent_nchw);
-        record_step("step_noise", step_noise);
+        auto drawn = draw_latent_noise(generator, latent_nchw);
+        if (dump) record_step("step_noise", drawn);
+        from_host(backend_, drawn, step_noise);
       }
-      schedulers::StepBuffers buffers{.sample = latents, .model_output = guided_out, .noise = step_noise};
-      for (std::size_t s = 0; s < history.size(); ++s) buffers.history[s] = history[s];
-      schedulers::apply_step_plan(scheduler.plan(call), buffers);
-      record_step("latents.steps", latents);
+      step_tensors.model_output = eps;
+      backend_.scheduler_step(steps, call, step_tensors);
+      if (dump) record_step("latents.steps", to_host(backend_, latents));
+      backend_.synchronize();
       result.seconds.steps.push_back(seconds_since(start));
       if (progress) progress(call + 1, scheduler.num_calls());
     }
   }
-  rec.nhwc("latents.final", latent_nhwc, latents);
+  history.clear();
+  step_noise.reset();
+  host_latents = to_host(backend_, latents);
+  rec.nhwc("latents.final", latent_nhwc, host_latents);
 
   // ---- decode, one image at a time (the VAE's activations dominate peak memory)
   start = Clock::now();
-  const auto inv_scale = static_cast<float>(1.0 / model_.vae.scaling_factor);
-  const auto shift = static_cast<float>(model_.vae.shift_factor.value_or(0.0));
-  std::vector<float> vae_in(latent_size);
-  for (std::size_t i = 0; i < latent_size; ++i) vae_in[i] = latents[i] * inv_scale + shift;
-  rec.nhwc("vae_in", latent_nhwc, vae_in);
-  const auto per_image = latent_size / static_cast<std::size_t>(n);
+  const ConvertArgs vae_scale{.scale = static_cast<float>(1.0 / model_.vae.scaling_factor),
+                              .shift = static_cast<float>(model_.vae.shift_factor.value_or(0.0))};
+  if (dump) {
+    std::vector<float> vae_in(host_latents.size());
+    for (std::size_t i = 0; i < vae_in.size(); ++i) vae_in[i] = host_latents[i] * vae_scale.scale + vae_scale.shift;
+    rec.nhwc("vae_in", latent_nhwc, vae_in);
+  }
   for (std::int64_t img = 0; img < n; ++img) {
     stop_if_cancelled();
     auto z = ctx.alloc({1, h, w, c});
-    std::copy_n(vae_in.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(img) * per_image), per_image, z.view().ptr<float>());
+    backend_.convert(batch_rows(latents, img, 1), z, vae_scale);
     const auto decoded = vae_.decode(ctx, z);  // [1, H, W, 3]
-    result.rgb.push_back(to_rgb8(floats(decoded)));
+    const auto pixels = to_host(backend_, decoded);
+    result.rgb.push_back(to_rgb8(pixels));
     if (dump) {
       const Shape image_nhwc = decoded.view().shape;
       Recorder one{dump};
       const std::string suffix = n == 1 ? "" : cat(".", img);
-      one.nhwc("image" + suffix, image_nhwc, floats(decoded));
+      one.nhwc("image" + suffix, image_nhwc, pixels);
       const auto& px = result.rgb.back();
       one.raw("image_uint8" + suffix, image_nhwc, std::vector<float>(px.begin(), px.end()));
     }

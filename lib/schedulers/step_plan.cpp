@@ -1,4 +1,4 @@
-// The CPU step: the reference for the fused device kernel (see step_plan.hpp).
+// Plans as data, and the host step (see step_plan.hpp).
 #include "lib/schedulers/step_plan.hpp"
 
 #include <algorithm>
@@ -52,59 +52,23 @@ bool StepPlan::uses(Term t) const {
   return false;
 }
 
-namespace {
-
-std::size_t slot_index(Term t) { return static_cast<std::size_t>(t) - static_cast<std::size_t>(Term::History0); }
-
-}  // namespace
-
 void apply_step_plan(const StepPlan& plan, const StepBuffers& buffers) {
   const std::size_t n = buffers.sample.size();
-  // Read pointers per input term; null where the plan does not read the term.
-  std::array<const float*, kTermCount> in{};
-  const auto bind = [&](Term t, std::span<const float> data, const char* name) {
-    if (!plan.uses(t)) return;
-    if (data.size() != n)
-      throw Error(cat("scheduler step: buffer '", name, "' has ", data.size(), " elements, the sample has ", n));
-    in[static_cast<std::size_t>(t)] = data.data();
+  StepHostBuffers host{.sample = buffers.sample.data(), .elements = static_cast<std::int64_t>(n)};
+  const auto check = [&](Term t, std::size_t size, const char* name) {
+    if (plan.uses(t) && size != n)
+      throw Error(cat("scheduler step: buffer '", name, "' has ", size, " elements, the sample has ", n));
   };
-  bind(Term::Sample, buffers.sample, "sample");
-  bind(Term::ModelOutput, buffers.model_output, "model_output");
-  bind(Term::Noise, buffers.noise, "noise");
-  for (int i = 0; i < kHistorySlots; ++i) bind(history_slot(i), buffers.history[static_cast<std::size_t>(i)], "history");
-
-  std::array<float*, kMaxWrites> out{};
-  for (int k = 0; k < plan.write_count; ++k) {
-    const Term target = plan.writes[static_cast<std::size_t>(k)].target;
-    out[static_cast<std::size_t>(k)] =
-        target == Term::Sample ? buffers.sample.data() : buffers.history[slot_index(target)].data();
+  check(Term::ModelOutput, buffers.model_output.size(), "model_output");
+  check(Term::Noise, buffers.noise.size(), "noise");
+  host.model_output = buffers.model_output.data();
+  host.noise = buffers.noise.data();
+  for (int i = 0; i < kHistorySlots; ++i) {
+    check(history_slot(i), buffers.history[static_cast<std::size_t>(i)].size(), "history");
+    host.history[static_cast<std::size_t>(i)] = buffers.history[static_cast<std::size_t>(i)].data();
   }
-
-  const auto inputs = [&](std::size_t i) {
-    std::array<double, kTermCount> v{};
-    for (int t = 0; t < kTermCount; ++t)
-      if (in[static_cast<std::size_t>(t)]) v[static_cast<std::size_t>(t)] = in[static_cast<std::size_t>(t)][i];
-    return v;
-  };
-  const auto dot = [](const Combination& c, const std::array<double, kTermCount>& v) {
-    double sum = 0.0;
-    for (int t = 0; t < kTermCount; ++t) sum += c[static_cast<Term>(t)] * v[static_cast<std::size_t>(t)];
-    return sum;
-  };
-
-  std::array<double, kMaxWrites> result{};
-  for (std::size_t i = 0; i < n; ++i) {
-    auto v = inputs(i);
-    if (plan.clip) {
-      const double r = plan.clip->range;
-      v[static_cast<std::size_t>(Term::ClippedX0)] = std::clamp(dot(plan.clip->x0, v), -r, r);
-    }
-    // Every input of element i is read before any output is written: outputs may alias inputs.
-    for (int k = 0; k < plan.write_count; ++k)
-      result[static_cast<std::size_t>(k)] = dot(plan.writes[static_cast<std::size_t>(k)].value, v);
-    for (int k = 0; k < plan.write_count; ++k)
-      out[static_cast<std::size_t>(k)][i] = static_cast<float>(result[static_cast<std::size_t>(k)]);
-  }
+  // The arithmetic lives in kernels/ with the device kernel's, so the two cannot drift apart.
+  apply_step_coefficients(to_step_coefficients(plan, std::nullopt), host);
 }
 
 // The POD indexes terms by schedulers::Term's values.

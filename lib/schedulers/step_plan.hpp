@@ -14,9 +14,10 @@
 // [-range, range] before use. It is still elementwise, so the plan carries the x0 combination and
 // the range, and outputs may refer to the clamped value as the pseudo-input ClippedX0.
 //
-// apply_step_plan is the CPU implementation and the reference for the CUDA kernel: per element it
-// gathers the inputs as doubles, forms each output's weighted sum in double and rounds once to
-// float, so a step adds one float rounding to the reference's several.
+// apply_step_plan runs a plan on host buffers: per element it gathers the inputs as doubles, forms
+// each output's weighted sum in double and rounds once to float, so a step adds one float rounding
+// to the reference's several. It converts the plan with to_step_coefficients and runs
+// kernels/step_update's host step, the same arithmetic as the CUDA kernel's.
 #pragma once
 
 #include <array>
