@@ -136,6 +136,9 @@ class Backend {
   virtual Tensor prepare_weight(const Tensor& w, WeightUse /*use*/) { return w; }
   // Bytes the backend holds itself (prepared weights, scratch), for --profile.
   virtual std::size_t held_bytes() const { return 0; }
+  // The high-water mark of the device memory this backend allocated (weights, activations,
+  // workspaces), for --profile; 0 for a backend that computes in host memory.
+  virtual std::size_t peak_device_bytes() const { return 0; }
   // A ShapeBackend that accepts exactly what this backend accepts and computes nothing: the
   // pipeline runs a stage through it once to plan the activation arena before the first step.
   virtual std::unique_ptr<Backend> shape_only() const = 0;

@@ -7,6 +7,7 @@
 // never asserts on input.
 #pragma once
 
+#include <cstddef>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -35,6 +36,16 @@ class ModelError : public Error {
 class BackendError : public Error {
  public:
   using Error::Error;
+};
+
+// A device allocation did not fit (the GPU's memory, or the --max-vram cap). The pipeline turns it
+// into advice on what would fit; `requested` and `available` are in bytes.
+class DeviceMemoryError : public BackendError {
+ public:
+  DeviceMemoryError(const std::string& what, std::size_t requested_bytes, std::size_t available_bytes)
+      : BackendError(what), requested(requested_bytes), available(available_bytes) {}
+  std::size_t requested;
+  std::size_t available;
 };
 
 // The run was asked to stop (app/signals.hpp turns Ctrl-C and SIGTERM into this): thrown at the next

@@ -104,19 +104,46 @@ Pipeline::Pipeline(const weights::OpenedModel& model, Backend& backend)
 
 Pipeline::~Pipeline() = default;
 
-Arena Pipeline::plan_unet_step(std::int64_t rows, std::int64_t h, std::int64_t w, std::int64_t c, const Tensor& context,
-                               Allocator& backing) const {
+std::vector<AllocationRecord> Pipeline::unet_step_requests(std::int64_t rows, std::int64_t h, std::int64_t w,
+                                                           const Shape& context) const {
   const auto shapes = backend_.shape_only();
-  PlanningAllocator planner(backing.device());
+  PlanningAllocator planner(backend_.allocator().device());
   {
     Ctx plan{*shapes, planner, backend_.activation_dtype()};
-    const auto unet_in = plan.alloc({rows, h, w, c});
+    const auto unet_in = plan.alloc({rows, h, w, model_.unet.in_channels});
     const auto t = plan.alloc({rows}, DType::F32);
-    const auto eps = unet_.forward(plan, unet_in, t, context);
+    const auto context_view = Tensor::contiguous(nullptr, backend_.activation_dtype(), context, planner.device());
+    const auto eps = unet_.forward(plan, unet_in, t, context_view);
   }
-  auto records = planner.records();
-  auto arena_plan = plan_arena(records);
-  return Arena(backing, std::move(arena_plan), std::move(records));
+  return planner.records();
+}
+
+std::string Pipeline::fit_advice(const GenerateRequest& r, std::int64_t tokens, int latent_buffers,
+                                 std::size_t budget) const {
+  const bool guided = r.guidance_scale > 1.0;
+  const std::int64_t hidden = model_.text_encoder.hidden_size, c = model_.unet.in_channels;
+  const auto act_bytes = static_cast<std::int64_t>(dtype_size(backend_.activation_dtype()));
+  const auto needs = [&](std::int64_t batch, std::int64_t width, std::int64_t height) {
+    const std::int64_t rows = guided ? 2 * batch : batch, h = height / 8, w = width / 8;
+    const auto arena = plan_arena(unet_step_requests(rows, h, w, Shape{rows, tokens, hidden})).total_bytes;
+    return arena + static_cast<std::size_t>(rows * tokens * hidden * act_bytes + latent_buffers * batch * h * w * c * 4);
+  };
+  std::string advice;
+  std::int64_t batch = r.batch - 1;
+  while (batch >= 1 && needs(batch, r.width, r.height) > budget) --batch;
+  if (batch >= 1) advice = cat("--batch ", batch, " fits at ", r.width, "x", r.height);
+  // Sizes shrink in steps of 64 px on the longer side, keeping the aspect ratio (multiples of 8).
+  const std::int64_t longer = std::max(r.width, r.height);
+  for (std::int64_t side = (longer - 1) / 64 * 64; side >= 64; side -= 64) {
+    const std::int64_t width = std::max<std::int64_t>(8, r.width * side / longer / 8 * 8);
+    const std::int64_t height = std::max<std::int64_t>(8, r.height * side / longer / 8 * 8);
+    if (needs(r.batch, width, height) <= budget) {
+      advice += cat(advice.empty() ? "" : "; ", width, "x", height, " fits at --batch ", r.batch);
+      break;
+    }
+  }
+  return advice.empty() ? "Nothing smaller fits either: the weights leave too little memory for any image"
+                        : cat("What would fit: ", advice);
 }
 
 std::size_t Pipeline::weight_bytes() const {
@@ -233,7 +260,19 @@ GeneratedImages Pipeline::generate(const GenerateRequest& r, const ProgressFn& p
   // shape-only run of one step, and served from one block: no allocation inside the loop.
   // The block is returned before the VAE decode, whose activations set the run's peak memory.
   {
-    Arena arena = plan_unet_step(rows, h, w, c, context, memory);
+    auto requests = unet_step_requests(rows, h, w, context.view().shape);
+    auto plan = plan_arena(requests);
+    std::optional<Arena> arena_block;
+    try {
+      arena_block.emplace(memory, std::move(plan), std::move(requests));
+    } catch (const DeviceMemoryError& e) {
+      // What this request holds beside the weights goes back into the budget the advice plans with.
+      const int latent_buffers = 1 + static_cast<int>(history.size()) + (draws_noise ? 1 : 0);
+      const std::size_t held = context.view().nbytes() + static_cast<std::size_t>(latent_buffers) * latents.view().nbytes();
+      throw DeviceMemoryError(cat(e.what(), ". ", fit_advice(r, tokens, latent_buffers, e.available + held)),
+                              e.requested, e.available);
+    }
+    Arena& arena = *arena_block;
     Ctx step_ctx{backend_, arena, backend_.activation_dtype()};
     for (int call = 0; call < scheduler.num_calls(); ++call) {
       stop_if_cancelled();

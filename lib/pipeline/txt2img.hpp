@@ -107,9 +107,16 @@ class Pipeline {
   std::size_t weight_bytes() const;
 
  private:
-  // The activation arena of one UNet call on a [rows, h, w, c] batch, planned by a shape-only run.
-  Arena plan_unet_step(std::int64_t rows, std::int64_t h, std::int64_t w, std::int64_t c, const Tensor& context,
-                       Allocator& backing) const;
+  // The activation requests of one UNet call on a [rows, h, w, in_channels] latent batch with a
+  // [rows, tokens, C] context, recorded by a shape-only run (nothing is allocated or computed).
+  std::vector<AllocationRecord> unet_step_requests(std::int64_t rows, std::int64_t h, std::int64_t w,
+                                                   const Shape& context) const;
+  // When memory runs out before the denoising loop: what would fit (a smaller batch at this size, a
+  // smaller size at this batch) in `budget` bytes, the memory left beside the weights. A request
+  // needs its text context, `latent_buffers` F32 latent-sized buffers (sample, scheduler history,
+  // noise) and the UNet step's arena, all planned, nothing allocated.
+  std::string fit_advice(const GenerateRequest& request, std::int64_t tokens, int latent_buffers,
+                         std::size_t budget) const;
 
   const weights::OpenedModel& model_;
   Backend& backend_;
