@@ -1,7 +1,8 @@
-// The flash-attention kernel (kernels/cuda/flash_attention.cuh) against the CPU backend's attention.
+// The flash-attention kernel (kernels/cuda/flash_attention.cuh) against the reference backend's
+// attention (tests/support/reference_backend.hpp: the plain softmax in double, rounded once to fp32).
 //
-// Every case draws random fp16 q, k, v (never zeros), runs the kernel, CpuBackend::attention (fp32,
-// on the same fp16 values) and a naive fp16 attention written here, and checks two bounds:
+// Every case draws random fp16 q, k, v (never zeros), runs the kernel, ReferenceBackend::attention
+// (on the same fp16 values) and a naive fp16 attention written here, and checks two bounds:
 //  1. the project's fp16 rule (fp16_rule.hpp): max|kernel - fp32| <= 2 max|naive fp16 - fp32| + one
 //     fp16 ulp of the largest output. The naive attention rounds every intermediate to fp16, as a
 //     plain fp16 implementation without fp32 accumulation would: the dot products, the scaled
@@ -48,11 +49,11 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cuda/flash_attention.cuh"
 #include "kernels/op_checks.hpp"
 #include "tests/cuda_kernels/fp16_rule.hpp"
 #include "tests/emu/device_buffer.hpp"
+#include "tests/support/reference_backend.hpp"
 
 using namespace sdgen;
 using namespace sdgen::test;
@@ -222,15 +223,15 @@ void run_case(const AttentionCase& tc, const std::string& what) {
                   {batch, p.rows, c_all}, {p.batch_stride, p.row_stride, 1}, device};
   };
 
-  // ---- the fp32 reference: the CPU backend on the same values and strides.
+  // ---- the fp32 reference: the reference backend on the same values and strides.
   std::vector<float> ref32(std::size_t(batch * tc.nq * c_all));
   {
-    CpuBackend cpu;
+    ReferenceBackend reference;
     auto host_tensor = [&](const Placement& p) {
       return tensor(host[std::size_t(p.buffer)].data(), p, DType::F32, {});
     };
-    cpu.attention(host_tensor(q), host_tensor(k), host_tensor(v),
-                  Tensor::contiguous(ref32.data(), DType::F32, {batch, tc.nq, c_all}), tc.args);
+    reference.attention(host_tensor(q), host_tensor(k), host_tensor(v),
+                        Tensor::contiguous(ref32.data(), DType::F32, {batch, tc.nq, c_all}), tc.args);
   }
 
   // ---- the kernel, launched with the geometry the CUDA backend's check gives for these tensors.

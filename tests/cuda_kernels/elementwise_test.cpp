@@ -1,13 +1,16 @@
 // The elementwise kernels of kernels/cuda/elementwise.cuh (activation, add, GEGLU) against the
-// CPU backend (fp32, on the same fp16-rounded inputs), with the fp16 rule of fp16_rule.hpp against
-// a naive fp16 computation written here, and the per-element bound of half_tensor_support.hpp.
+// reference backend (tests/support/reference_backend.hpp: each formula in double with libm's
+// exp/erf/tanh, rounded once to fp32, on the same fp16-rounded inputs), with the fp16 rule of
+// fp16_rule.hpp against a naive fp16 computation written here, and the per-element bound of
+// half_tensor_support.hpp.
 //
-// The absolute terms of the per-element bound: the kernel and the CPU backend compute the same
-// fp32 formula with different exp/erf implementations (the CPU's erf is Abramowitz-Stegun, off by
-// up to 2.5e-7; its exp a polynomial; the kernel's are libm's or CUDA's, within a few ulp), so an
-// activation's fp32 results differ by about 1e-6 * (1 + |x|) before rounding, and a sum's by a few
-// fp32 roundings of its terms (2^-22 of their magnitudes). Half an fp16 subnormal step (2^-25)
-// covers outputs too small for the relative term.
+// The absolute terms of the per-element bound: the reference is the formula's value to within one
+// fp32 rounding, so the difference before the kernel's final fp16 rounding is the kernel's own fp32
+// evaluation: its exp/erf/tanh (libm's in emulation, CUDA's on a GPU: within 2 ulp) and a few
+// roundings of the formula's products and sums. For an activation that is about 10 u (1 + |x|)
+// (u = 2^-24, 6e-7 (1 + |x|)), allowed as 1e-6 * (1 + |x|); for a sum a * alpha + b * beta, at
+// most three fp32 roundings of its terms, allowed as 2^-22 of their magnitudes. Half an fp16
+// subnormal step (2^-25) covers outputs too small for the relative term.
 //
 // Each launcher has a 16-byte path and a 1-wide path; the cases say which one they take (lengths
 // that are or are not multiples of 8, views shifted by one half). Inputs are N(0, 4^2): wide enough
@@ -19,10 +22,10 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cuda/elementwise.cuh"
 #include "tests/cuda_kernels/fp16_rule.hpp"
 #include "tests/cuda_kernels/half_tensor_support.hpp"
+#include "tests/support/reference_backend.hpp"
 
 namespace sdgen::test::elementwise_test {
 
@@ -86,7 +89,7 @@ TEST_CASE("activation: every Act on the vector and scalar paths, in place and no
       {1003, 1, true, "1003 elements shifted by one half, in place: scalar path"},
       {5, 0, false, "5 elements: only a partial vector"},
   };
-  CpuBackend cpu;
+  ReferenceBackend reference;
   for (const ActivationCase& k : cases) {
     for (Act act : {Act::None, Act::Silu, Act::Gelu, Act::GeluTanh, Act::QuickGelu}) {
       const std::string what = std::string(k.why) + ", " + act_name(act);
@@ -99,7 +102,7 @@ TEST_CASE("activation: every Act on the vector and scalar paths, in place and no
       const std::vector<float> got = target.values();
 
       std::vector<float> x32 = x, ref(x.size()), naive(x.size());
-      cpu.activation(f32_tensor(x32, Shape{k.n}), f32_tensor(ref, Shape{k.n}), act);
+      reference.activation(f32_tensor(x32, Shape{k.n}), f32_tensor(ref, Shape{k.n}), act);
       for (std::size_t i = 0; i < x.size(); ++i) naive[i] = naive_act(act, x[i]);
 
       // Absolute term of the rule: half an fp16 ulp of the largest output (the kernel's one rounding).
@@ -143,7 +146,7 @@ TEST_CASE("add: a * alpha + b * beta with b absent, equal or broadcast, in place
       {{1003}, {}, AddOperand::AOnly, AddTarget::Fresh, 0, 0.18215f, 0.0f,
        "[1003] * 0.18215 (the VAE scaling), no b: vector path, partial last vector"},
   };
-  CpuBackend cpu;
+  ReferenceBackend reference;
   for (const AddCase& k : cases) {
     CAPTURE(k.why);
     const std::int64_t n = k.a_shape.numel();
@@ -163,8 +166,8 @@ TEST_CASE("add: a * alpha + b * beta with b absent, equal or broadcast, in place
 
     std::vector<float> a32 = a, b32 = b, ref(a.size()), naive(a.size());
     const Tensor tb = f32_tensor(b32, has_b ? k.b_shape : Shape{1});
-    cpu.add(f32_tensor(a32, k.a_shape), has_b ? &tb : nullptr, f32_tensor(ref, k.a_shape),
-            {.alpha = k.alpha, .beta = k.beta});
+    reference.add(f32_tensor(a32, k.a_shape), has_b ? &tb : nullptr, f32_tensor(ref, k.a_shape),
+                  {.alpha = k.alpha, .beta = k.beta});
     auto b_of = [&](std::size_t i) { return has_b ? b[i % std::size_t(nb)] : 0.0f; };
     for (std::size_t i = 0; i < a.size(); ++i)
       naive[i] = has_b ? r16(r16(double(a[i]) * k.alpha) + r16(double(b_of(i)) * k.beta)) : r16(double(a[i]) * k.alpha);
@@ -200,7 +203,7 @@ TEST_CASE("geglu: hidden * gelu(gate) over rows, contiguous and strided", "[cuda
       {6, 16, 2 * 16 + 3, 0, "rows of 32 in rows of 35: stride not a multiple of 8, scalar path"},
       {4, 32, 2 * 32, 1, "shifted by one half: scalar path"},
   };
-  CpuBackend cpu;
+  ReferenceBackend reference;
   for (const GegluCase& k : cases) {
     CAPTURE(k.why);
     const std::int64_t x_count = (k.rows - 1) * k.x_row_stride + 2 * k.f;
@@ -214,7 +217,7 @@ TEST_CASE("geglu: hidden * gelu(gate) over rows, contiguous and strided", "[cuda
     std::vector<float> x32 = x, ref(std::size_t(k.rows * k.f));
     Tensor tx = f32_tensor(x32, Shape{k.rows, 2 * k.f});
     tx.strides = Strides{k.x_row_stride, 1};
-    cpu.geglu(tx, f32_tensor(ref, Shape{k.rows, k.f}));
+    reference.geglu(tx, f32_tensor(ref, Shape{k.rows, k.f}));
     std::vector<float> naive(ref.size()), hidden(ref.size()), gate(ref.size());
     for (std::int64_t r = 0; r < k.rows; ++r)
       for (std::int64_t c = 0; c < k.f; ++c) {

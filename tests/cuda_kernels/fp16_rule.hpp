@@ -11,9 +11,10 @@
 // i.e. the kernel may be at most twice as wrong as the worst honest fp16 computation, plus a small
 // absolute term the test states and justifies (typically one fp16 ulp of the output's magnitude,
 // covering the final rounding of the output to fp16 when the naive error happens to be tiny).
-// The fp32 reference is the CPU backend run on the same fp16-rounded inputs, so input rounding is
-// not counted as kernel error. NaN or Inf anywhere in the kernel's output fails, and so does an
-// output element left unwritten (output buffers start as 0xff bytes, a NaN pattern).
+// The fp32 reference is the reference backend (tests/support/reference_backend.hpp) run on the
+// same fp16-rounded inputs, so input rounding is not counted as kernel error. NaN or Inf anywhere
+// in the kernel's output fails, and so does an output element left unwritten (output buffers
+// start as 0xff bytes, a NaN pattern).
 #pragma once
 
 #include <catch2/catch.hpp>

@@ -6,7 +6,8 @@
 // poor (an fp16 running sum stops growing once its spacing exceeds the terms) that the rule alone
 // would pass nearly anything. These kernels compute in fp32 and round once, so each output must be
 // within half an fp16 ulp of the fp32 reference (2^-11 relative), plus a small absolute term for
-// the fp32 rounding differences between the kernel and the CPU backend, which each test states.
+// the kernel's own fp32 roundings (the reference backend is the exact value rounded once to
+// fp32), which each test states.
 #pragma once
 
 #include <catch2/catch.hpp>

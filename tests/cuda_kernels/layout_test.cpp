@@ -1,5 +1,6 @@
-// The data-movement kernels of kernels/cuda/layout.cuh against the CPU backend (fp32, on the same
-// fp16-rounded inputs) and against plain loops written here.
+// The data-movement kernels of kernels/cuda/layout.cuh against the reference backend
+// (tests/support/reference_backend.hpp, fp32, on the same fp16-rounded inputs) and against plain
+// loops written here.
 //
 // Upsampling, concatenation, embedding and the conversions move values without arithmetic (or,
 // for the scaled conversion, with one fp32 product rounded once to fp16, which the host reproduces
@@ -21,10 +22,10 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cuda/layout.cuh"
 #include "tests/cuda_kernels/fp16_rule.hpp"
 #include "tests/emu/device_buffer.hpp"
+#include "tests/support/reference_backend.hpp"
 
 namespace sdgen::test::layout_test {
 
@@ -123,7 +124,7 @@ TEST_CASE("upsample_nearest copies torch's nearest source pixel, for 2x and for 
       {1, 5, 3, 16, 9, 7, 0, "non-2x sizes, odd width: vector path"},
       {1, 4, 4, 24, 8, 8, 1, "24 channels but views shifted by one half: scalar path"},
   };
-  CpuBackend cpu;
+  ReferenceBackend reference;
   for (const UpsampleCase& k : cases) {
     CAPTURE(k.why);
     const std::vector<float> x = randn_f16(std::size_t(k.batch * k.h * k.w * k.c), 11);
@@ -141,8 +142,8 @@ TEST_CASE("upsample_nearest copies torch's nearest source pixel, for 2x and for 
     const std::vector<float> got = from_f16_bits(d_out.result<std::uint16_t>());
 
     std::vector<float> x32 = x, ref(n_out);
-    cpu.upsample_nearest(f32_tensor(x32, Shape{k.batch, k.h, k.w, k.c}),
-                         f32_tensor(ref, Shape{k.batch, k.ho, k.wo, k.c}));
+    reference.upsample_nearest(f32_tensor(x32, Shape{k.batch, k.h, k.w, k.c}),
+                               f32_tensor(ref, Shape{k.batch, k.ho, k.wo, k.c}));
     CHECK(count_differences(got, ref) == 0);
 
     std::vector<float> loop(n_out);
@@ -172,7 +173,7 @@ TEST_CASE("concat_channels puts a's channels before b's in every pixel", "[cuda]
       {2, 2, 3, 8, 12, 0, "8 + 12: a is vector-sized, b is not: scalar path"},
       {1, 3, 3, 16, 8, 1, "16 + 8 with views shifted by one half: scalar path"},
   };
-  CpuBackend cpu;
+  ReferenceBackend reference;
   for (const Case& k : cases) {
     CAPTURE(k.why);
     const std::int64_t pixels = k.batch * k.h * k.w;
@@ -185,9 +186,9 @@ TEST_CASE("concat_channels puts a's channels before b's in every pixel", "[cuda]
     const std::vector<float> got = from_f16_bits(d_out.result<std::uint16_t>());
 
     std::vector<float> a32 = a, b32 = b, ref(got.size());
-    cpu.concat_channels(f32_tensor(a32, Shape{k.batch, k.h, k.w, k.ca}),
-                        f32_tensor(b32, Shape{k.batch, k.h, k.w, k.cb}),
-                        f32_tensor(ref, Shape{k.batch, k.h, k.w, k.ca + k.cb}));
+    reference.concat_channels(f32_tensor(a32, Shape{k.batch, k.h, k.w, k.ca}),
+                              f32_tensor(b32, Shape{k.batch, k.h, k.w, k.cb}),
+                              f32_tensor(ref, Shape{k.batch, k.h, k.w, k.ca + k.cb}));
     CHECK(count_differences(got, ref) == 0);
   }
 }
@@ -208,7 +209,7 @@ TEST_CASE("embedding gathers table rows, and zeroes and reports ids outside the 
       {2, 5, 10, 6, 0, "6 channels: scalar path"},
       {1, 9, 40, 32, 1, "views shifted by one half: scalar path"},
   };
-  CpuBackend cpu;
+  ReferenceBackend reference;
   for (const Case& k : cases) {
     CAPTURE(k.why);
     const std::int64_t n = k.batch * k.tokens;
@@ -240,8 +241,8 @@ TEST_CASE("embedding gathers table rows, and zeroes and reports ids outside the 
     CHECK(error == 0);
     std::vector<std::int32_t> ids_copy = ids;
     std::vector<float> table32 = table, ref(got.size());
-    cpu.embedding(Tensor::contiguous(ids_copy.data(), DType::I32, Shape{k.batch, k.tokens}),
-                  f32_tensor(table32, Shape{k.vocab, k.c}), f32_tensor(ref, Shape{k.batch, k.tokens, k.c}));
+    reference.embedding(Tensor::contiguous(ids_copy.data(), DType::I32, Shape{k.batch, k.tokens}),
+                        f32_tensor(table32, Shape{k.vocab, k.c}), f32_tensor(ref, Shape{k.batch, k.tokens, k.c}));
     CHECK(count_differences(got, ref) == 0);
 
     // One id just past the table and one negative: their rows are zero, the others unchanged,
@@ -267,7 +268,7 @@ TEST_CASE("embedding gathers table rows, and zeroes and reports ids outside the 
 
 // ---- timestep_embedding
 
-TEST_CASE("timestep_embedding matches the CPU backend within fp16 rounding", "[cuda][layout]") {
+TEST_CASE("timestep_embedding matches the reference within fp16 rounding", "[cuda][layout]") {
   // Timesteps across SD's range (999 is the first DDIM step, fractional ones come from the
   // Karras and Euler schedules), batch 5 so rows are not a power of two.
   const std::vector<float> ts{999.0f, 0.0f, 1.0f, 500.5f, 0.25f};
@@ -281,7 +282,7 @@ TEST_CASE("timestep_embedding matches the CPU backend within fp16 rounding", "[c
       {32, {.flip_sin_to_cos = false, .freq_shift = 1.0f}, "diffusers' defaults, sin first"},
       {7, {.flip_sin_to_cos = true, .freq_shift = 0.0f, .max_period = 100.0f}, "odd dim: zero pad column"},
   };
-  CpuBackend cpu;
+  ReferenceBackend reference;
   for (const Case& k : cases) {
     CAPTURE(k.why);
     const auto batch = std::int64_t(ts.size());
@@ -291,7 +292,7 @@ TEST_CASE("timestep_embedding matches the CPU backend within fp16 rounding", "[c
     const std::vector<float> got = from_f16_bits(d_out.result<std::uint16_t>());
 
     std::vector<float> t32 = ts, ref(got.size());
-    cpu.timestep_embedding(f32_tensor(t32, Shape{batch}), f32_tensor(ref, Shape{batch, k.dim}), k.args);
+    reference.timestep_embedding(f32_tensor(t32, Shape{batch}), f32_tensor(ref, Shape{batch, k.dim}), k.args);
 
     // The same formula with every intermediate rounded to fp16.
     const std::int64_t half = k.dim / 2;
@@ -310,9 +311,10 @@ TEST_CASE("timestep_embedding matches the CPU backend within fp16 rounding", "[c
     check_fp16_rule(got, ref, naive, std::ldexp(1.0, -10), "timestep_embedding");
 
     // The rule is loose here (fp16 rounding of a large argument moves a sine by up to 0.25), so
-    // also a direct bound: rounding to fp16 costs at most 2^-12 for |v| <= 1, and on a GPU the
-    // device's expf/sinf/cosf (within 2 ulp of libm's) move the argument by at most about
-    // 3 * 2^-24 * 999 < 2^-12; together below 2^-11. Emulation uses libm itself.
+    // also a direct bound: rounding to fp16 costs at most 2^-12 for |v| <= 1. The reference
+    // follows torch's F32 order with exp, sin and cos correctly rounded; the kernel's expf (libm's
+    // in emulation, the device's on a GPU: within 2 ulp) then moves the argument by at most about
+    // 3 * 2^-24 * 999 < 2^-12, and its sinf/cosf add a couple of ulp of 1; together below 2^-11.
     CHECK(max_abs_diff(got, ref) <= std::ldexp(1.0, -11));
     if (k.dim % 2) {
       for (std::int64_t b = 0; b < batch; ++b) CHECK(got[std::size_t(b * k.dim + k.dim - 1)] == 0.0f);

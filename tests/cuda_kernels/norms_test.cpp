@@ -1,13 +1,15 @@
 // The normalisation kernels of kernels/cuda/norms.cuh (GroupNorm with and without SiLU, LayerNorm)
-// against the CPU backend (fp32 with double statistics, on the same fp16-rounded inputs), with
-// the fp16 rule of fp16_rule.hpp against a naive fp16 computation written here, and the
-// per-element bound of half_tensor_support.hpp, which is the sharp one for norms (the naive fp16
-// statistics are far off, see there).
+// against the reference backend (tests/support/reference_backend.hpp: the definition in double,
+// rounded once to fp32, on the same fp16-rounded inputs), with the fp16 rule of fp16_rule.hpp
+// against a naive fp16 computation written here, and the per-element bound of
+// half_tensor_support.hpp, which is the sharp one for norms (the naive fp16 statistics are far
+// off, see there).
 //
 // The absolute term of the per-element bound: the kernel computes x * scale + shift in fp32 from
-// fp32 statistics, the CPU backend the same expression from double statistics, so the two differ
-// by a few fp32 roundings of the terms |x * scale| and |shift| (and of the mean's contribution,
-// |mean * scale|), which a large mean makes large; 2^-20 of their sum allows eight such roundings.
+// fp32 statistics, the reference (x - mean) * rstd * gamma + beta in double, so the two differ by
+// the kernel's few fp32 roundings of the terms |x * scale| and |shift| (and of the mean's
+// contribution, |mean * scale|), which a large mean makes large, plus the reference's one rounding
+// (2^-24 of the output, inside the same terms); 2^-20 of their sum allows eight such roundings.
 // The terms are computed here from double statistics of the inputs, not from either result. A
 // statistic off by one part in 10^4 (let alone E[x^2] - E[x]^2 in fp32 with a mean of 100, off by
 // percents) shows as an error of about 2^-13 relative in every large output and fails.
@@ -24,10 +26,10 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cuda/norms.cuh"
 #include "tests/cuda_kernels/fp16_rule.hpp"
 #include "tests/cuda_kernels/half_tensor_support.hpp"
+#include "tests/support/reference_backend.hpp"
 
 namespace sdgen::test::norms_test {
 
@@ -107,7 +109,7 @@ struct GroupNormCase {
   const char* why;
 };
 
-void check_group_norm(CpuBackend& cpu, const GroupNormCase& k) {
+void check_group_norm(ReferenceBackend& reference, const GroupNormCase& k) {
   CAPTURE(k.why);
   constexpr float kEps = 1e-5f;
   const std::int64_t n = k.batch * k.pixels * k.channels;
@@ -132,8 +134,9 @@ void check_group_norm(CpuBackend& cpu, const GroupNormCase& k) {
 
   std::vector<float> x32 = x, gamma32 = gamma, beta32 = beta, ref(x.size());
   const Shape shape{k.batch, k.pixels, k.channels};
-  cpu.group_norm(f32_tensor(x32, shape), f32_tensor(gamma32, Shape{k.channels}), f32_tensor(beta32, Shape{k.channels}),
-                 f32_tensor(ref, shape), {.groups = k.groups, .eps = kEps, .silu = k.act == Act::Silu});
+  reference.group_norm(f32_tensor(x32, shape), f32_tensor(gamma32, Shape{k.channels}),
+                       f32_tensor(beta32, Shape{k.channels}), f32_tensor(ref, shape),
+                       {.groups = k.groups, .eps = kEps, .silu = k.act == Act::Silu});
 
   std::vector<float> naive(x.size());
   std::vector<double> term(x.size());
@@ -163,8 +166,8 @@ void check_group_norm(CpuBackend& cpu, const GroupNormCase& k) {
 // The UNet's first GroupNorm + SiLU at 512x512 with guidance (2.6 M elements): 10 channels per
 // group, so vectors of 8 straddle groups; 6 row lanes x 40 column lanes, 171 slices per element.
 TEST_CASE("group_norm at the UNet's real size", "[cuda][norms]") {
-  CpuBackend cpu;
-  check_group_norm(cpu, {2, 64 * 64, 320, 32, Act::Silu, Placement::OutOfPlace, 0, 0.0f,
+  ReferenceBackend reference;
+  check_group_norm(reference, {2, 64 * 64, 320, 32, Act::Silu, Placement::OutOfPlace, 0, 0.0f,
                          "UNet [2, 64x64, 320], SiLU: vector path, 171 slices"});
 }
 
@@ -185,8 +188,8 @@ TEST_CASE("group_norm: statistics split over many blocks, with and without SiLU"
       // percents; 1000 rows of 64 channels in 8 slices of 125.
       {1, 1000, 64, 8, Act::None, Placement::OutOfPlace, 0, 100.0f, "[1, 1000, 64], mean 100: vector path, 8 slices"},
   };
-  CpuBackend cpu;
-  for (const GroupNormCase& k : cases) check_group_norm(cpu, k);
+  ReferenceBackend reference;
+  for (const GroupNormCase& k : cases) check_group_norm(reference, k);
 }
 
 // ---- LayerNorm
@@ -213,7 +216,7 @@ TEST_CASE("layer_norm: one warp per row over contiguous and strided rows", "[cud
       {9, 320, 320, Placement::OutOfPlace, 1, 0.0f, "[9, 320] shifted by one half: scalar path, 10 values a lane"},
       {16, 1024, 1024, Placement::OutOfPlace, 0, 100.0f, "[16, 1024], mean 100: vector path"},
   };
-  CpuBackend cpu;
+  ReferenceBackend reference;
   for (const LayerNormCase& k : cases) {
     CAPTURE(k.why);
     const std::int64_t x_count = (k.rows - 1) * k.x_row_stride + k.cols;
@@ -251,8 +254,8 @@ TEST_CASE("layer_norm: one warp per row over contiguous and strided rows", "[cud
     std::vector<float> x32 = x, gamma32 = gamma, beta32 = beta, ref(got.size());
     Tensor tx = f32_tensor(x32, Shape{k.rows, k.cols});
     tx.strides = Strides{k.x_row_stride, 1};
-    cpu.layer_norm(tx, f32_tensor(gamma32, Shape{k.cols}), f32_tensor(beta32, Shape{k.cols}),
-                   f32_tensor(ref, Shape{k.rows, k.cols}), {.eps = kEps});
+    reference.layer_norm(tx, f32_tensor(gamma32, Shape{k.cols}), f32_tensor(beta32, Shape{k.cols}),
+                         f32_tensor(ref, Shape{k.rows, k.cols}), {.eps = kEps});
 
     std::vector<float> naive(got.size());
     std::vector<double> term(got.size());

@@ -1,0 +1,514 @@
+// The CUDA backend: the op set on one GPU, fp16 activations and weights, fp32 accumulation.
+//
+// Each op validates its arguments with the shared checks (kernels/op_checks, so ShapeBackend plans
+// exactly what this backend accepts) and enqueues work on the backend's one stream; nothing waits
+// for the GPU except download() and synchronize(). The work itself is in the kernels of this
+// folder, each tested in emulation in CI (tests/cuda_kernels), and in cuBLASLt (gemm.hpp):
+//   linear                 cuBLASLt, bias fused in the epilogue, residual as C (gemm_plan.hpp)
+//   conv2d                 the implicit-GEMM tensor-core kernel where it applies (channels
+//                          multiples of 8, aligned tensors), else im2col + cuBLASLt
+//   attention              flash_attention.cuh (mma.sync, online softmax, causal for CLIP)
+//   group/layer norm       norms.cuh (fp32 statistics; group norm split across blocks for the VAE)
+//   geglu, activation, add elementwise.cuh
+//   upsample, concat, timestep and token embedding, convert: layout.cuh
+//   scheduler_step         step_update.cuh: guidance + the scheduler update in one kernel, its
+//                          coefficients read from a device table uploaded once per generation
+//
+// Memory. Weights are converted to fp16 on the host and uploaded once, in prepare_weight. Every
+// device allocation (weights, activations, workspaces) goes through DeviceMemory, which counts
+// it against --max-vram and the card's free memory, so running out is a DeviceMemoryError with
+// the numbers, never a CUDA error code. Activations come from the pipeline's arenas, one
+// cudaMalloc per stage; the workspaces (cuBLASLt's and im2col's, group norm's and the implicit
+// convolution's split-K partials) are allocated once and grow only the first time a larger shape is
+// seen, which the first denoising step does, so the loop itself allocates nothing.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <list>
+#include <vector>
+
+#include "kernels/cuda/conv2d_implicit.cuh"
+#include "kernels/cuda/device_api.cuh"
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/flash_attention.cuh"
+#include "kernels/cuda/gemm.hpp"
+#include "kernels/cuda/layout.cuh"
+#include "kernels/cuda/norms.cuh"
+#include "kernels/cuda/step_update.cuh"
+#include "kernels/cuda_backend.hpp"
+#include "kernels/device_info.hpp"
+#include "kernels/op_checks.hpp"
+#include "kernels/shape_backend.hpp"
+#include "lib/core/half.hpp"
+
+namespace sdgen {
+
+namespace {
+
+void check_cuda(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) throw BackendError(cat("cuda: ", what, " failed: ", cudaGetErrorString(err)));
+}
+
+std::string megabytes(std::size_t bytes) { return cat((bytes + (1u << 20) - 1) >> 20, " MiB"); }
+
+// Every device allocation of the backend, counted against the cap. Also the Allocator the pipeline
+// builds its activation arenas on (one block per acquire).
+class DeviceMemory final : public Allocator {
+ public:
+  DeviceMemory(int device, std::optional<std::size_t> limit) : device_(device), limit_(limit) {}
+  ~DeviceMemory() override {
+    for (auto& [p, bytes] : blocks_)
+      if (p) cudaFree(p);
+  }
+
+  // Bytes a library allocated itself (cuBLASLt's workspace), counted as if allocated here.
+  void count_external(std::size_t bytes, const char* what) {
+    check_cap(bytes, what);
+    in_use_ += bytes;
+    peak_ = std::max(peak_, in_use_);
+  }
+
+  void* allocate(std::size_t bytes, const char* what) {
+    const std::size_t rounded = (std::max<std::size_t>(bytes, 1) + 255) / 256 * 256;
+    check_cap(rounded, what);
+    void* p = nullptr;
+    if (cudaMalloc(&p, rounded) != cudaSuccess) {
+      cudaGetLastError();
+      std::size_t free = 0, total = 0;
+      cudaMemGetInfo(&free, &total);
+      throw DeviceMemoryError(cat("out of device memory: ", what, " needs ", megabytes(rounded), " more, but the GPU has ",
+                                  megabytes(free), " free of ", megabytes(total), " (", megabytes(in_use_),
+                                  " held by sdgen)"),
+                              rounded, free);
+    }
+    in_use_ += rounded;
+    peak_ = std::max(peak_, in_use_);
+    return p;
+  }
+  void free(void* p, std::size_t bytes) noexcept {
+    cudaFree(p);
+    in_use_ -= (std::max<std::size_t>(bytes, 1) + 255) / 256 * 256;
+  }
+
+  Block acquire(std::size_t bytes) override {
+    void* p = allocate(bytes, "an activation buffer");
+    std::size_t token = blocks_.size();
+    if (!free_tokens_.empty()) {
+      token = free_tokens_.back();
+      free_tokens_.pop_back();
+      blocks_[token] = {p, bytes};
+    } else {
+      blocks_.emplace_back(p, bytes);
+    }
+    return {p, token};
+  }
+  void release(std::size_t token) noexcept override {
+    auto& [p, bytes] = blocks_[token];
+    free(p, bytes);
+    p = nullptr;
+    free_tokens_.push_back(token);
+  }
+  Device device() const override { return {DeviceKind::Cuda, device_}; }
+
+  void check_cap(std::size_t bytes, const char* what) const {
+    if (limit_ && in_use_ + bytes > *limit_)
+      throw DeviceMemoryError(cat("out of device memory: ", what, " needs ", megabytes(bytes), " more, but ",
+                                  megabytes(in_use_), " of the ", megabytes(*limit_), " allowed by --max-vram are in use"),
+                              bytes, *limit_ > in_use_ ? *limit_ - in_use_ : 0);
+  }
+  std::size_t peak() const { return peak_; }
+
+ private:
+  int device_;
+  std::optional<std::size_t> limit_;
+  std::vector<std::pair<void*, std::size_t>> blocks_;
+  std::vector<std::size_t> free_tokens_;
+  std::size_t in_use_ = 0;
+  std::size_t peak_ = 0;
+};
+
+// One owned device allocation (weights, tables, workspaces).
+class DeviceBlock {
+ public:
+  DeviceBlock(DeviceMemory& memory, std::size_t bytes, const char* what)
+      : memory_(&memory), data_(memory.allocate(bytes, what)), bytes_(bytes) {}
+  ~DeviceBlock() {
+    if (data_) memory_->free(data_, bytes_);
+  }
+  DeviceBlock(DeviceBlock&& o) noexcept
+      : memory_(o.memory_), data_(std::exchange(o.data_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+  DeviceBlock& operator=(DeviceBlock&&) = delete;
+  DeviceBlock(const DeviceBlock&) = delete;
+
+  void* data() const { return data_; }
+  std::size_t bytes() const { return bytes_; }
+
+ private:
+  DeviceMemory* memory_;
+  void* data_;
+  std::size_t bytes_;
+};
+
+// A workspace that grows to the largest request (the first step meets every shape).
+class Workspace {
+ public:
+  Workspace(DeviceMemory& memory, const char* what) : memory_(memory), what_(what) {}
+  void* get(std::size_t bytes) {
+    if (!block_ || block_->bytes() < bytes) {
+      block_.reset();
+      block_.emplace(memory_, bytes, what_);
+    }
+    return block_->data();
+  }
+  std::size_t bytes() const { return block_ ? block_->bytes() : 0; }
+
+ private:
+  DeviceMemory& memory_;
+  const char* what_;
+  std::optional<DeviceBlock> block_;
+};
+
+template <class T>
+cuda::GlobalPtr<T> device_view(const Tensor& t, const char* name) {
+  return cuda::GlobalPtr<T>(static_cast<T*>(t.data), static_cast<std::size_t>(t.numel()), name);
+}
+
+template <class T>
+cuda::GlobalPtr<const T> optional_view(const Tensor* t, const char* name) {
+  if (t == nullptr) return {};
+  return cuda::GlobalPtr<const T>(static_cast<const T*>(t->data), static_cast<std::size_t>(t->numel()), name);
+}
+
+// The extent of a strided view, in elements from its first one: what a kernel may touch.
+std::size_t strided_extent(const Tensor& t) {
+  std::int64_t last = 0;
+  for (int i = 0; i < t.rank(); ++i) last += (t.shape[i] - 1) * t.strides[i];
+  return static_cast<std::size_t>(last + 1);
+}
+
+template <class T>
+cuda::GlobalPtr<T> strided_view(const Tensor& t, const char* name) {
+  return cuda::GlobalPtr<T>(static_cast<T*>(t.data), strided_extent(t), name);
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const CudaBackendOptions& options)
+      : device_(options.device), memory_(options.device, options.memory_limit) {
+    check_cuda(cudaSetDevice(device_), "selecting the device");
+    check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "creating a stream");
+    check_cuda(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_),
+               "reading the multiprocessor count");
+    // cuBLASLt's workspace and the im2col scratch, counted against the cap like everything else.
+    const cuda::LtGemmOptions gemm_options{};
+    memory_.check_cap(gemm_options.scratch_bytes + gemm_options.cublaslt_workspace_bytes, "cuBLASLt's workspace");
+    gemm_ = std::make_unique<cuda::LtGemm>(gemm_options);
+    memory_.count_external(gemm_->workspace_bytes(), "cuBLASLt's workspace");
+    step_index_.emplace(memory_, sizeof(int), "the step index");
+  }
+  ~CudaBackend() override {
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  static OpSupport support() { return OpSupport{DeviceKind::Cuda, DType::F16, DType::F16, DTypeSet{DType::F16}}; }
+
+  std::string_view name() const override { return "cuda"; }
+  std::unique_ptr<Backend> shape_only() const override { return std::make_unique<ShapeBackend>(support()); }
+  Allocator& allocator() override { return memory_; }
+  DType activation_dtype() const override { return DType::F16; }
+  std::size_t held_bytes() const override { return weight_bytes_ + gemm_->workspace_bytes() + scratch_bytes(); }
+  std::size_t peak_device_bytes() const override { return memory_.peak(); }
+
+  // Every parameter becomes an fp16 device copy, whatever it was stored as: converted on the host
+  // with round-to-nearest-even (lib/core/half.hpp), as torch's .half() does.
+  Tensor prepare_weight(const Tensor& w, WeightUse use) override {
+    check_weight(OpSupport{DeviceKind::Cpu, DType::F32, DType::F32, DTypeSet{DType::F32, DType::F16, DType::BF16}},
+                 "prepare_weight", w, use);
+    const auto n = static_cast<std::size_t>(w.numel());
+    std::vector<std::uint16_t> halves(n);
+    if (w.dtype == DType::F16) {
+      std::memcpy(halves.data(), w.data, n * 2);
+    } else if (w.dtype == DType::BF16) {
+      const auto* b = w.ptr<const std::uint16_t>();
+      for (std::size_t i = 0; i < n; ++i) halves[i] = f32_to_f16(bf16_to_f32(b[i]));
+    } else {
+      const auto* f = w.ptr<const float>();
+      for (std::size_t i = 0; i < n; ++i) halves[i] = f32_to_f16(f[i]);
+    }
+    DeviceBlock& block = weights_.emplace_back(memory_, n * 2, "the model's weights");
+    check_cuda(cudaMemcpy(block.data(), halves.data(), n * 2, cudaMemcpyHostToDevice), "uploading a weight");
+    weight_bytes_ += n * 2;
+    return Tensor::contiguous(block.data(), DType::F16, w.shape, Device{DeviceKind::Cuda, device_});
+  }
+
+  void upload(const Tensor& host, const Tensor& dst) override {
+    const auto n = static_cast<std::size_t>(check_transfer(support(), "upload", host, dst));
+    if (dst.dtype == DType::F16 && host.dtype == DType::F32) {
+      std::vector<std::uint16_t> halves(n);
+      const auto* f = host.ptr<const float>();
+      for (std::size_t i = 0; i < n; ++i) halves[i] = f32_to_f16(f[i]);
+      check_cuda(cudaMemcpyAsync(dst.data, halves.data(), n * 2, cudaMemcpyHostToDevice, stream_), "upload");
+      check_cuda(cudaStreamSynchronize(stream_), "upload");  // `halves` dies here
+    } else {
+      check_cuda(cudaMemcpyAsync(dst.data, host.data, host.nbytes(), cudaMemcpyHostToDevice, stream_), "upload");
+      check_cuda(cudaStreamSynchronize(stream_), "upload");
+    }
+  }
+
+  void download(const Tensor& src, const Tensor& host) override {
+    const auto n = static_cast<std::size_t>(check_transfer(support(), "download", host, src));
+    if (src.dtype == DType::F16 && host.dtype == DType::F32) {
+      std::vector<std::uint16_t> halves(n);
+      check_cuda(cudaMemcpyAsync(halves.data(), src.data, n * 2, cudaMemcpyDeviceToHost, stream_), "download");
+      check_cuda(cudaStreamSynchronize(stream_), "the work before a download");
+      auto* f = host.ptr<float>();
+      for (std::size_t i = 0; i < n; ++i) f[i] = f16_to_f32(halves[i]);
+    } else {
+      check_cuda(cudaMemcpyAsync(host.data, src.data, host.nbytes(), cudaMemcpyDeviceToHost, stream_), "download");
+      check_cuda(cudaStreamSynchronize(stream_), "the work before a download");
+    }
+  }
+
+  void synchronize() override { check_cuda(cudaStreamSynchronize(stream_), "the queued work"); }
+
+  void convert(const Tensor& x, const Tensor& out, const ConvertArgs& args) override {
+    const std::int64_t n = check_convert(support(), x, out);
+    if (x.dtype == DType::F32 && out.dtype == DType::F16) {
+      if (args.shift != 0.0f)
+        throw BackendError("convert: the CUDA backend does not shift (a VAE shift_factor); SD 1.x and 2.x have none");
+      cuda::convert_f32_to_f16({.in = device_view<const float>(x, "x"), .out = device_view<__half>(out, "out"), .n = n,
+                                .scale = args.scale, .stream = stream_});
+    } else if (x.dtype == DType::F16 && out.dtype == DType::F32 && args.scale == 1.0f && args.shift == 0.0f) {
+      cuda::convert_f16_to_f32({.in = device_view<const __half>(x, "x"), .out = device_view<float>(out, "out"), .n = n,
+                                .stream = stream_});
+    } else {
+      throw BackendError(cat("convert: ", dtype_name(x.dtype), " to ", dtype_name(out.dtype),
+                             " with a scale or shift is not a conversion the CUDA backend has"));
+    }
+  }
+
+  // The coefficients of every call are uploaded when a new generation's table arrives, then the
+  // kernel reads the entry at the device-side index: the same launch for every call.
+  void scheduler_step(std::span<const StepCoefficients> steps, int call, const StepTensors& t) override {
+    const std::int64_t n = check_scheduler_step(support(), steps, call, t);
+    const std::size_t table_bytes = steps.size_bytes();
+    if (steps.data() != uploaded_steps_ || table_bytes != uploaded_steps_bytes_) {
+      step_table_.reset();
+      step_table_.emplace(memory_, table_bytes, "the scheduler's coefficients");
+      check_cuda(cudaMemcpyAsync(step_table_->data(), steps.data(), table_bytes, cudaMemcpyHostToDevice, stream_),
+                 "uploading the scheduler's coefficients");
+      uploaded_steps_ = steps.data();
+      uploaded_steps_bytes_ = table_bytes;
+    }
+    // The index is set from the host here; a captured graph would advance it with advance_step.
+    check_cuda(cudaMemcpyAsync(step_index_->data(), &call, sizeof(int), cudaMemcpyHostToDevice, stream_),
+               "setting the step index");
+    cuda::StepUpdateLaunch l{
+        .steps = cuda::GlobalPtr<const StepCoefficients>(static_cast<const StepCoefficients*>(step_table_->data()),
+                                                         steps.size(), "steps"),
+        .step_count = static_cast<int>(steps.size()),
+        .step_index = cuda::GlobalPtr<const int>(static_cast<const int*>(step_index_->data()), 1, "step_index"),
+        .model_output = device_view<const __half>(t.model_output, "model_output"),
+        .sample = device_view<float>(t.sample, "sample"),
+        .noise = optional_view<float>(t.noise, "noise"),
+        .elements = n,
+        .stream = stream_};
+    for (int slot = 0; slot < kStepHistorySlots; ++slot)
+      if (const Tensor* h = t.history[static_cast<std::size_t>(slot)]) l.history[slot] = device_view<float>(*h, "history");
+    cuda::step_update(l);
+    // The host's `call` must stay alive until the copy above ran.
+    synchronize();
+  }
+
+  void linear(const Tensor& x, const Tensor& w, const Tensor& out, const LinearArgs& args) override {
+    const LinearGeometry g = check_linear(support(), x, w, out, args);
+    gemm_->linear({.geometry = g,
+                   .x = x.data,
+                   .w = w.data,
+                   .bias = args.bias ? args.bias->data : nullptr,
+                   .residual = args.residual ? args.residual->data : nullptr,
+                   .out = out.data,
+                   .act = args.act},
+                  stream_);
+  }
+
+  void conv2d(const Tensor& x, const Tensor& w, const Tensor& out, const Conv2dArgs& args) override {
+    const Conv2dGeometry g = check_conv2d(support(), x, w, out, args);
+    cuda::Conv2dImplicitLaunch l{.x = device_view<const __half>(x, "x"),
+                                 .w = device_view<const __half>(w, "w"),
+                                 .out = device_view<__half>(out, "out"),
+                                 .bias = optional_view<__half>(args.bias, "bias"),
+                                 .add_per_channel = optional_view<__half>(args.add_per_channel, "add_per_channel"),
+                                 .residual = optional_view<__half>(args.residual, "residual"),
+                                 .output_scale = args.output_scale,
+                                 .geometry = g,
+                                 .multiprocessors = multiprocessors_,
+                                 .stream = stream_};
+    if (cuda::conv2d_implicit_supported(l)) {
+      const auto floats = static_cast<std::size_t>(cuda::conv2d_implicit_workspace_floats(g, multiprocessors_));
+      l.workspace = cuda::GlobalPtr<float>(static_cast<float*>(conv_workspace_.get(floats * sizeof(float))), floats,
+                                           "conv workspace");
+      cuda::conv2d_implicit(l);
+      return;
+    }
+    gemm_->conv2d({.geometry = g,
+                   .x = x.data,
+                   .w = w.data,
+                   .bias = args.bias ? args.bias->data : nullptr,
+                   .add_per_channel = args.add_per_channel ? args.add_per_channel->data : nullptr,
+                   .residual = args.residual ? args.residual->data : nullptr,
+                   .out = out.data,
+                   .output_scale = args.output_scale},
+                  stream_);
+  }
+
+  void group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& out,
+                  const GroupNormArgs& args) override {
+    const GroupNormGeometry g = check_group_norm(support(), x, gamma, beta, out, args);
+    const auto floats = static_cast<std::size_t>(cuda::group_norm_workspace_floats(g));
+    cuda::launch_group_norm({.x = device_view<const __half>(x, "x"),
+                             .gamma = device_view<const __half>(gamma, "gamma"),
+                             .beta = device_view<const __half>(beta, "beta"),
+                             .out = device_view<__half>(out, "out"),
+                             .workspace = cuda::GlobalPtr<float>(
+                                 static_cast<float*>(norm_workspace_.get(floats * sizeof(float))), floats, "workspace"),
+                             .geometry = g,
+                             .eps = args.eps,
+                             .act = args.silu ? Act::Silu : Act::None,
+                             .stream = stream_});
+  }
+
+  void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& out,
+                  const LayerNormArgs& args) override {
+    const LayerNormGeometry g = check_layer_norm(support(), x, gamma, beta, out, args);
+    cuda::launch_layer_norm({.x = strided_view<const __half>(x, "x"),
+                             .gamma = device_view<const __half>(gamma, "gamma"),
+                             .beta = device_view<const __half>(beta, "beta"),
+                             .out = strided_view<__half>(out, "out"),
+                             .geometry = g,
+                             .eps = args.eps,
+                             .stream = stream_});
+  }
+
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                 const AttentionArgs& args) override {
+    const AttentionGeometry g = check_attention(support(), q, k, v, out, args);
+    cuda::flash_attention({.q = strided_view<const __half>(q, "q"),
+                           .k = strided_view<const __half>(k, "k"),
+                           .v = strided_view<const __half>(v, "v"),
+                           .out = strided_view<__half>(out, "out"),
+                           .geometry = g,
+                           .stream = stream_});
+  }
+
+  void geglu(const Tensor& x, const Tensor& out) override {
+    const GegluGeometry g = check_geglu(support(), x, out);
+    cuda::launch_geglu({.x = strided_view<const __half>(x, "x"), .out = strided_view<__half>(out, "out"), .geometry = g,
+                        .stream = stream_});
+  }
+
+  void activation(const Tensor& x, const Tensor& out, Act act) override {
+    const std::int64_t n = check_activation(support(), x, out, act);
+    cuda::launch_activation({.x = device_view<const __half>(x, "x"), .out = device_view<__half>(out, "out"), .n = n,
+                             .act = act, .stream = stream_});
+  }
+
+  void add(const Tensor& a, const Tensor* b, const Tensor& out, const AddArgs& args) override {
+    const AddGeometry g = check_add(support(), a, b, out, args);
+    cuda::launch_add({.a = device_view<const __half>(a, "a"),
+                      .b = optional_view<__half>(b, "b"),
+                      .out = device_view<__half>(out, "out"),
+                      .geometry = g,
+                      .alpha = args.alpha,
+                      .beta = args.beta,
+                      .stream = stream_});
+  }
+
+  void upsample_nearest(const Tensor& x, const Tensor& out) override {
+    const UpsampleGeometry g = check_upsample_nearest(support(), x, out);
+    cuda::upsample_nearest({.x = device_view<const __half>(x, "x"),
+                            .out = device_view<__half>(out, "out"),
+                            .batch = g.batch,
+                            .h = g.h,
+                            .w = g.w,
+                            .c = g.c,
+                            .ho = g.ho,
+                            .wo = g.wo,
+                            .stream = stream_});
+  }
+
+  void concat_channels(const Tensor& a, const Tensor& b, const Tensor& out) override {
+    const ConcatGeometry g = check_concat_channels(support(), a, b, out);
+    cuda::concat_channels({.a = device_view<const __half>(a, "a"),
+                           .b = device_view<const __half>(b, "b"),
+                           .out = device_view<__half>(out, "out"),
+                           .pixels = g.pixels,
+                           .ca = g.ca,
+                           .cb = g.cb,
+                           .stream = stream_});
+  }
+
+  void timestep_embedding(const Tensor& t, const Tensor& out, const TimestepEmbeddingArgs& args) override {
+    const TimestepGeometry g = check_timestep_embedding(support(), t, out, args);
+    cuda::timestep_embedding({.t = device_view<const float>(t, "t"),
+                              .out = device_view<__half>(out, "out"),
+                              .batch = g.batch,
+                              .dim = g.dim,
+                              .args = args,
+                              .stream = stream_});
+  }
+
+  // A bad id cannot throw from a kernel: it flags, and the flag is read back here (once per text
+  // encoding, outside the denoising loop).
+  void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) override {
+    const EmbeddingGeometry g = check_embedding(support(), ids, table, out);
+    if (!embedding_error_) embedding_error_.emplace(memory_, sizeof(int), "the embedding check");
+    check_cuda(cudaMemsetAsync(embedding_error_->data(), 0, sizeof(int), stream_), "clearing the embedding check");
+    cuda::embedding({.ids = device_view<const std::int32_t>(ids, "ids"),
+                     .table = device_view<const __half>(table, "table"),
+                     .out = device_view<__half>(out, "out"),
+                     .error = cuda::GlobalPtr<int>(static_cast<int*>(embedding_error_->data()), 1, "error"),
+                     .tokens = g.tokens,
+                     .vocab = g.vocab,
+                     .c = g.dim,
+                     .stream = stream_});
+    int error = 0;
+    check_cuda(cudaMemcpyAsync(&error, embedding_error_->data(), sizeof(int), cudaMemcpyDeviceToHost, stream_),
+               "reading the embedding check");
+    synchronize();
+    if (error != 0)
+      throw Error(cat("embedding: the id at position ", error - 1, " is outside the table of ", g.vocab, " rows"));
+  }
+
+ private:
+  std::size_t scratch_bytes() const { return norm_workspace_.bytes() + conv_workspace_.bytes(); }
+
+  int device_;
+  DeviceMemory memory_;
+  cudaStream_t stream_ = nullptr;
+  int multiprocessors_ = 0;
+  std::unique_ptr<cuda::LtGemm> gemm_;
+  std::list<DeviceBlock> weights_;
+  std::size_t weight_bytes_ = 0;
+  Workspace norm_workspace_{memory_, "group norm's workspace"};
+  Workspace conv_workspace_{memory_, "the convolution's split-K workspace"};
+  std::optional<DeviceBlock> step_table_;
+  const StepCoefficients* uploaded_steps_ = nullptr;
+  std::size_t uploaded_steps_bytes_ = 0;
+  std::optional<DeviceBlock> step_index_;
+  std::optional<DeviceBlock> embedding_error_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions& options) {
+  const GpuQuery query = query_gpus();
+  if (query.gpus.empty()) throw UsageError(cat("--device cuda: ", query.why_none));
+  if (options.device < 0 || options.device >= static_cast<int>(query.gpus.size()))
+    throw UsageError(cat("--device cuda: there is no GPU ", options.device, " (", query.gpus.size(), " found)"));
+  return std::make_unique<CudaBackend>(options);
+}
+
+}  // namespace sdgen
