@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -21,6 +22,7 @@
 #include <random>
 
 #include "app/commands.hpp"
+#include "app/cpu_device.hpp"
 #include "app/generate_options.hpp"
 #include "app/model_hash.hpp"
 #include "app/output_paths.hpp"
@@ -29,7 +31,8 @@
 #include "app/progress.hpp"
 #include "app/prompt_file.hpp"
 #include "app/signals.hpp"
-#include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cuda_backend.hpp"
+#include "kernels/device_info.hpp"
 #include "lib/core/error.hpp"
 #include "lib/pipeline/txt2img.hpp"
 #include "weights/file_io.hpp"
@@ -43,11 +46,28 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
+// "6G", "3500M", "512K" or a byte count; binary units, as GPU memory is quoted.
+std::optional<std::size_t> parse_memory_size(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  std::size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  const std::string unit = text.substr(digits);
+  const int shift = unit.empty() ? 0 : unit == "K" ? 10 : unit == "M" ? 20 : unit == "G" ? 30 : -1;
+  if (digits == 0 || digits > 12 || shift < 0)
+    throw UsageError(cat("--max-vram ", text, ": expected a size such as 6G, 3500M or a number of bytes"));
+  return std::stoull(text.substr(0, digits)) << shift;
+}
+
+// --device auto: the GPU when this build has CUDA and one is usable, else the CPU.
 std::unique_ptr<Backend> make_backend(const GenerateOptions& o) {
-  if (o.device == "cuda")
-    throw UsageError("--device cuda: this sdgen has no CUDA backend yet; use --device cpu");
-  return std::make_unique<CpuBackend>(CpuBackendOptions{
-      .threads = o.threads, .compute = o.dtype == "bf16" ? DType::BF16 : DType::F32});
+  const bool cuda = o.device == "cuda" || (o.device == "auto" && !query_gpus().gpus.empty());
+  const auto max_vram = parse_memory_size(o.max_vram);
+  if (cuda) {
+    if (o.dtype == "bf16") throw UsageError("--dtype bf16 is a CPU option: a GPU computes in fp16");
+    return make_cuda_backend({.memory_limit = max_vram});
+  }
+  if (max_vram) throw UsageError("--max-vram limits GPU memory: it needs --device cuda (or a GPU for --device auto)");
+  return make_cpu_backend(CpuBackendOptions{.threads = o.threads, .compute = o.dtype == "bf16" ? DType::BF16 : DType::F32});
 }
 
 // One prompt to run, from the command line or a prompt file.
@@ -124,7 +144,9 @@ void run_generate(const GenerateOptions& o) {
   const double load_seconds = seconds_since(load_start);
 
   ProgressReporter progress(progress_style_for(stderr, o.quiet ? Verbosity::Quiet : Verbosity::Normal));
-  ProfileReport report{.model_load = load_seconds, .device = std::string(backend->name()), .dtype = o.dtype};
+  ProfileReport report{.model_load = load_seconds,
+                       .device = std::string(backend->name()),
+                       .dtype = backend->activation_dtype() == DType::F16 ? "fp16" : o.dtype};
   std::size_t images_written = 0;
   std::vector<Job> pending;
   auto next_job = [&, reader = from_file ? std::make_unique<PromptFileReader>(o.prompts_file, shard) : nullptr,
@@ -189,6 +211,7 @@ void run_generate(const GenerateOptions& o) {
   report.total = seconds_since(total_start);
   report.peak_host_bytes = peak_rss_bytes();
   report.weight_bytes = static_cast<double>(pipe.weight_bytes());
+  report.peak_device_bytes = static_cast<double>(backend->peak_device_bytes());
   if (o.profile) std::fputs(report.table().c_str(), stdout);
   if (!o.json.empty()) {
     const auto json = report.json().dump(2) + "\n";

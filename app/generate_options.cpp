@@ -27,8 +27,10 @@ std::shared_ptr<GenerateOptions> add_generate_options(CLI::App& app) {
   app.add_option("-H,--height", o->height, "Image height in pixels, a multiple of 8 (default: the model's native size)");
   app.add_option("--batch", o->batch, "Images per prompt")->capture_default_str();
   app.add_option("--device", o->device, "Where to compute")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  app.add_option("--max-vram", o->max_vram,
+                 "GPU memory sdgen may use, weights included, e.g. 6G or 3500M (default: all of it)");
   app.add_option("--threads", o->threads, "CPU threads (default: all cores)");
-  app.add_option("--dtype", o->dtype, "CPU precision: fp32, or bf16 (AVX512-BF16 CPUs: about twice as fast)")
+  app.add_option("--dtype", o->dtype, "CPU precision: fp32, or bf16 (AVX512-BF16 CPUs: about twice as fast); a GPU computes in fp16")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
   app.add_option("--clip-skip", o->clip_skip, "Use the output of the N-th last text-encoder layer (1: the last)")

@@ -32,6 +32,7 @@ struct GenerateOptions {
   int height = 0;
   int batch = 1;
   std::string device = "auto";
+  std::string max_vram;  // --max-vram: device memory sdgen may use ("6G", "3500M"); empty: all of it
   int threads = 0;
   std::string dtype = "fp32";
   int clip_skip = 1;  // A1111 numbering: 1 uses the last layer

@@ -60,6 +60,7 @@ std::string ProfileReport::table() const {
   t += row("images", cat(images));
   t += row("weights", fixed(weight_bytes / 1e9, 3) + " GB");
   t += row("peak host RSS", fixed(peak_host_bytes / 1e9, 3) + " GB");
+  if (peak_device_bytes > 0) t += row("peak device memory", fixed(peak_device_bytes / 1e9, 3) + " GB");
   return t;
 }
 
@@ -78,13 +79,15 @@ nlohmann::json ProfileReport::json() const {
           {"total_s", total},
           {"images", images},
           {"weight_bytes", weight_bytes},
-          {"peak_host_rss_bytes", peak_host_bytes}};
+          {"peak_host_rss_bytes", peak_host_bytes},
+          {"peak_device_bytes", peak_device_bytes}};
 }
 
 std::string ProfileReport::summary_line(std::size_t images_written) const {
   const double per_image = images ? (total - model_load) / static_cast<double>(images) : 0;
   return cat("wrote ", images_written, images_written == 1 ? " image" : " images", ", ", fixed(per_image, 2),
              " s/image, UNet ", fixed(unet_iterations_per_second(), 3), " it/s, peak memory ",
+             peak_device_bytes > 0 ? cat(fixed(peak_device_bytes / 1e9, 2), " GB (device), ") : std::string(),
              fixed(peak_host_bytes / 1e9, 2), " GB (host RSS)");
 }
 

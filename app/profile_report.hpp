@@ -27,6 +27,7 @@ struct ProfileReport {
   std::size_t images = 0;
   double total = 0;
   double peak_host_bytes = 0;
+  double peak_device_bytes = 0;  // 0 when computing in host memory
   double weight_bytes = 0;
 
   void add_run(const pipeline::StageSeconds& seconds, std::size_t images_in_run, double png_seconds);

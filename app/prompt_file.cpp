@@ -1,8 +1,6 @@
 // The prompt-file reader and line parser; the format is documented in prompt_file.hpp.
 #include "app/prompt_file.hpp"
 
-#include <unicode/utf8.h>
-
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -10,6 +8,7 @@
 #include <limits>
 
 #include "lib/core/error.hpp"
+#include "tokenizer/utf8.hpp"
 
 namespace sdgen::app {
 
@@ -26,21 +25,6 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && is_blank(s.front())) s.remove_prefix(1);
   while (!s.empty() && is_blank(s.back())) s.remove_suffix(1);
   return s;
-}
-
-// The byte offset of the first ill-formed UTF-8 sequence (overlong forms, surrogates and values
-// above U+10FFFF included, per ICU's U8_NEXT), or std::nullopt.
-std::optional<std::size_t> first_invalid_utf8(std::string_view s) {
-  const auto* bytes = reinterpret_cast<const std::uint8_t*>(s.data());
-  const auto length = static_cast<std::int32_t>(s.size());
-  std::int32_t i = 0;
-  while (i < length) {
-    const std::int32_t start = i;
-    UChar32 c = 0;
-    U8_NEXT(bytes, i, length, c);
-    if (c < 0) return static_cast<std::size_t>(start);
-  }
-  return std::nullopt;
 }
 
 // Where the next setting starts: a "--" at `from` or later that follows white space (or starts the
@@ -204,7 +188,7 @@ std::optional<PromptEntry> PromptFileReader::next() {
     std::string_view text = line;
     if (text.ends_with('\r')) text.remove_suffix(1);
     if (line_number_ == 1 && text.starts_with("\xEF\xBB\xBF")) text.remove_prefix(3);
-    if (const auto bad = first_invalid_utf8(text)) {
+    if (const auto bad = tokenizer::first_invalid_utf8(text)) {
       char hex[8];
       std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(text[*bad]));
       throw UsageError(cat(where, "not valid UTF-8 (byte ", hex, " at column ", *bad + 1,

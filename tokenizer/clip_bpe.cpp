@@ -68,8 +68,7 @@ std::string excerpt(std::string_view s) {
   return out + (shown < s.size() ? "...'" : "'");
 }
 
-json read_json_object(const fs::path& path, std::string_view what) {
-  const std::string text = weights::read_text_file(path, kMaxFileBytes);
+json parse_json_object(const std::string& text, const fs::path& path, std::string_view what) {
   json j;
   try {
     j = json::parse(text);
@@ -95,8 +94,8 @@ struct Vocabulary {
 };
 
 // A dense map: N distinct string keys with the ids 0..N-1, each once.
-Vocabulary load_vocabulary(const fs::path& path) {
-  const json j = read_json_object(path, "token string -> id");
+Vocabulary load_vocabulary(const std::string& text, const fs::path& path) {
+  const json j = parse_json_object(text, path, "token string -> id");
   const std::size_t n = j.size();
   if (n == 0) throw ModelError(cat(path.string(), ": the vocabulary is empty"));
   if (n > kMaxVocabEntries)
@@ -178,8 +177,8 @@ std::vector<std::string_view> split_ascii_space(std::string_view s) {
   return parts;
 }
 
-MergeTable load_merges(const fs::path& path, const Vocabulary& vocab, const fs::path& vocab_path) {
-  const std::string text = weights::read_text_file(path, kMaxFileBytes);
+MergeTable load_merges(const std::string& text, const fs::path& path, const Vocabulary& vocab,
+                       const fs::path& vocab_path) {
   std::string_view rest = text;
   while (!rest.empty() && is_ascii_space(rest.front())) rest.remove_prefix(1);
   while (!rest.empty() && is_ascii_space(rest.back())) rest.remove_suffix(1);
@@ -286,13 +285,13 @@ void read_special_tokens(const json& j, const fs::path& file, SpecialTokens& spe
   }
 }
 
-Settings load_settings(const fs::path& dir) {
+Settings load_settings(const TokenizerFiles& files) {
   Settings settings;
-  settings.config_path = dir / "tokenizer_config.json";
+  settings.config_path = files.dir / "tokenizer_config.json";
   bool has_added_tokens = false;
-  if (fs::exists(settings.config_path)) {
+  if (files.tokenizer_config_json) {
     const fs::path& path = settings.config_path;
-    const json config = read_json_object(path, "tokenizer settings");
+    const json config = parse_json_object(*files.tokenizer_config_json, path, "tokenizer settings");
     read_special_tokens(config, path, settings.special);
     if (const auto it = config.find("model_max_length"); it != config.end()) {
       const bool usable = it->is_number_integer() && it->get<std::int64_t>() >= 2 &&
@@ -317,9 +316,10 @@ Settings load_settings(const fs::path& dir) {
   }
   // HF reads special_tokens_map.json only for configs without added_tokens_decoder (the
   // "legacy" branch of from_pretrained), and there it overrides the config's tokens.
-  const fs::path map_path = dir / "special_tokens_map.json";
-  if (!has_added_tokens && fs::exists(map_path))
-    read_special_tokens(read_json_object(map_path, "special tokens"), map_path, settings.special);
+  const fs::path map_path = files.dir / "special_tokens_map.json";
+  if (!has_added_tokens && files.special_tokens_map_json)
+    read_special_tokens(parse_json_object(*files.special_tokens_map_json, map_path, "special tokens"), map_path,
+                        settings.special);
   return settings;
 }
 
@@ -485,12 +485,27 @@ std::vector<int> ClipTokenizer::Impl::text_ids(std::string_view text) const {
 }
 
 ClipTokenizer ClipTokenizer::from_directory(const fs::path& dir) {
-  const fs::path vocab_path = dir / "vocab.json";
-  Vocabulary vocab = load_vocabulary(vocab_path);
+  const auto read = [&](const char* name) { return weights::read_text_file(dir / name, kMaxFileBytes); };
+  const auto read_optional = [&](const char* name) -> std::optional<std::string> {
+    if (!fs::exists(dir / name)) return std::nullopt;
+    return read(name);
+  };
+  return from_files({
+      .dir = dir,
+      .vocab_json = read("vocab.json"),
+      .merges_txt = read("merges.txt"),
+      .tokenizer_config_json = read_optional("tokenizer_config.json"),
+      .special_tokens_map_json = read_optional("special_tokens_map.json"),
+  });
+}
+
+ClipTokenizer ClipTokenizer::from_files(const TokenizerFiles& files) {
+  const fs::path vocab_path = files.dir / "vocab.json";
+  Vocabulary vocab = load_vocabulary(files.vocab_json, vocab_path);
   auto impl = std::make_unique<Impl>();
   impl->bytes = find_byte_symbols(vocab, vocab_path);
-  impl->merges = load_merges(dir / "merges.txt", vocab, vocab_path);
-  const Settings settings = load_settings(dir);
+  impl->merges = load_merges(files.merges_txt, files.dir / "merges.txt", vocab, vocab_path);
+  const Settings settings = load_settings(files);
   impl->max_length = settings.max_length;
 
   auto literal_id = [&](std::string_view literal) {
@@ -503,7 +518,10 @@ ClipTokenizer ClipTokenizer::from_directory(const fs::path& dir) {
   impl->start_of_text = literal_id(kStartOfText);
   impl->end_of_text = literal_id(kEndOfText);
 
+  // An empty token is never split out, as in HF's Trie, which ignores it: it would match
+  // everywhere without consuming any text.
   auto add_split_token = [&](const std::string& content, int id) {
+    if (content.empty()) return;
     SplitToken token{decode_utf8_lossy(content), id};
     const auto same = [&](const SplitToken& t) { return t.text == token.text; };
     if (std::none_of(impl->split_tokens.begin(), impl->split_tokens.end(), same))

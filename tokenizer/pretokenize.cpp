@@ -1,6 +1,6 @@
 #include "tokenizer/pretokenize.hpp"
 
-#include <unicode/uchar.h>
+#include "tokenizer/unicode_data.hpp"
 
 namespace sdgen::tokenizer {
 
@@ -12,19 +12,17 @@ constexpr std::u32string_view kEndOfText = U"<|endoftext|>";
 constexpr std::u32string_view kContractions[] = {U"s", U"t", U"re", U"ve", U"m", U"ll", U"d"};
 constexpr char32_t kYpogegrammeni = 0x0345;
 
-bool is_letter(char32_t c) { return (U_GET_GC_MASK(static_cast<UChar32>(c)) & U_GC_L_MASK) != 0; }
-bool is_number(char32_t c) { return (U_GET_GC_MASK(static_cast<UChar32>(c)) & U_GC_N_MASK) != 0; }
+bool is_letter(char32_t c) { return unicode::category(c) == unicode::Category::Letter; }
+bool is_number(char32_t c) { return unicode::category(c) == unicode::Category::Number; }
 bool is_other(char32_t c) {
-  return c != kYpogegrammeni && !is_letter(c) && !is_number(c) &&
-         !u_isUWhiteSpace(static_cast<UChar32>(c));
+  return c != kYpogegrammeni && !is_letter(c) && !is_number(c) && !unicode::is_white_space(c);
 }
 
 // Length of `literal` if `text` starts with it under simple case folding, else 0.
 std::size_t match_literal(std::u32string_view text, std::u32string_view literal) {
   if (text.size() < literal.size()) return 0;
   for (std::size_t i = 0; i < literal.size(); ++i) {
-    const auto folded = u_foldCase(static_cast<UChar32>(text[i]), U_FOLD_CASE_DEFAULT);
-    if (folded != static_cast<UChar32>(literal[i])) return 0;
+    if (unicode::simple_case_fold(text[i]) != literal[i]) return 0;
   }
   return literal.size();
 }

@@ -10,11 +10,11 @@
 //   5. split on whitespace (Python's str.split(), which after 1-2 leaves only U+0020 and the line
 //      and paragraph separators U+2028/U+2029);
 //   6. lowercase each word with Python's str.lower(): full case mapping (İ -> i + U+0307, ẞ -> ß),
-//      final sigma by context. ICU's root-locale toLower is the same mapping.
+//      final sigma by context.
 // Accents are kept and HTML entities are not unescaped (both differ with ftfy).
 //
-// Python 3.11 (the reference's interpreter) carries Unicode 14.0 while ICU may be newer, so a
-// character assigned after 14.0 is treated as unassigned (Cn) and dropped, as Python drops it.
+// The character data (categories as of Unicode 14.0, the reference interpreter's, NFC, lowercasing)
+// comes from unicode_data.hpp: ICU's in the normal build, ASCII-only in a build without ICU.
 #pragma once
 
 #include <string>

@@ -30,26 +30,33 @@ LeadByte classify_lead(unsigned char b) {
   return {};
 }
 
+// The length of the well-formed sequence that starts at bytes[i], or 0 when the bytes there are
+// ill-formed. bytes[i] is not ASCII.
+std::size_t sequence_length(std::string_view bytes, std::size_t i) {
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  const LeadByte lead = classify_lead(p[i]);
+  const auto len = static_cast<std::size_t>(lead.length);
+  bool ok = len != 0 && i + len <= bytes.size() && p[i + 1] >= lead.second_min && p[i + 1] <= lead.second_max;
+  for (std::size_t k = 2; ok && k < len; ++k) ok = is_continuation(p[i + k]);
+  return ok ? len : 0;
+}
+
 }  // namespace
 
 std::u32string decode_utf8_lossy(std::string_view bytes) {
   std::u32string out;
   out.reserve(bytes.size());
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
-  const std::size_t n = bytes.size();
   std::size_t i = 0;
-  while (i < n) {
+  while (i < bytes.size()) {
     const unsigned char b = p[i];
     if (b < 0x80) {
       out.push_back(b);
       ++i;
       continue;
     }
-    const LeadByte lead = classify_lead(b);
-    const auto len = static_cast<std::size_t>(lead.length);
-    bool ok = len != 0 && i + len <= n && p[i + 1] >= lead.second_min && p[i + 1] <= lead.second_max;
-    for (std::size_t k = 2; ok && k < len; ++k) ok = is_continuation(p[i + k]);
-    if (!ok) {
+    const std::size_t len = sequence_length(bytes, i);
+    if (len == 0) {
       out.push_back(kReplacement);
       ++i;
       continue;
@@ -60,6 +67,20 @@ std::u32string decode_utf8_lossy(std::string_view bytes) {
     i += len;
   }
   return out;
+}
+
+std::optional<std::size_t> first_invalid_utf8(std::string_view bytes) {
+  std::size_t i = 0;
+  while (i < bytes.size()) {
+    if (static_cast<unsigned char>(bytes[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    const std::size_t len = sequence_length(bytes, i);
+    if (len == 0) return i;
+    i += len;
+  }
+  return std::nullopt;
 }
 
 void append_utf8(std::string& out, char32_t c) {

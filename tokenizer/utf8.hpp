@@ -9,12 +9,18 @@
 // the count irrelevant).
 #pragma once
 
+#include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 
 namespace sdgen::tokenizer {
 
 std::u32string decode_utf8_lossy(std::string_view bytes);
+
+// The byte offset of the first ill-formed sequence (by the same rules), or std::nullopt when all of
+// `bytes` is well-formed UTF-8: for readers that reject bad text instead of replacing it.
+std::optional<std::size_t> first_invalid_utf8(std::string_view bytes);
 
 // Appends the UTF-8 form of `c`, which must be a Unicode scalar value (not a surrogate).
 void append_utf8(std::string& out, char32_t c);

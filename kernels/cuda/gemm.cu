@@ -20,6 +20,7 @@
 #include <type_traits>
 #include <unordered_map>
 
+#include "kernels/cuda/cublaslt_api.hpp"
 #include "kernels/cuda/gemm_steps.cuh"
 #include "lib/core/error.hpp"
 
@@ -51,7 +52,7 @@ std::string describe(const GemmKey& key) {
 void check_lt(cublasStatus_t status, const char* what, const GemmKey& key) {
   if (status != CUBLAS_STATUS_SUCCESS)
     throw BackendError(
-        cat("cuBLASLt ", what, " failed for the GEMM ", describe(key), ": ", cublasLtGetStatusString(status)));
+        cat("cuBLASLt ", what, " failed for the GEMM ", describe(key), ": ", cublaslt().get_status_string(status)));
 }
 
 cublasLtEpilogue_t lt_epilogue(GemmEpilogue e) {
@@ -67,17 +68,17 @@ cublasLtEpilogue_t lt_epilogue(GemmEpilogue e) {
 bool has_bias(GemmEpilogue e) { return e == GemmEpilogue::Bias || e == GemmEpilogue::GeluTanhBias; }
 
 // cuBLASLt's opaque objects, released by their destroy functions.
-template <class H, cublasStatus_t (*Destroy)(H)>
+template <class H, auto Destroy>
 struct LtDestroy {
-  void operator()(H h) const { Destroy(h); }
+  void operator()(H h) const { (cublaslt().*Destroy)(h); }
 };
-template <class H, cublasStatus_t (*Destroy)(H)>
+template <class H, auto Destroy>
 using LtOwned = std::unique_ptr<std::remove_pointer_t<H>, LtDestroy<H, Destroy>>;
 
-using HandleOwned = LtOwned<cublasLtHandle_t, cublasLtDestroy>;
-using MatmulDescOwned = LtOwned<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy>;
-using LayoutOwned = LtOwned<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy>;
-using PreferenceOwned = LtOwned<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy>;
+using HandleOwned = LtOwned<cublasLtHandle_t, &CublasLtApi::destroy>;
+using MatmulDescOwned = LtOwned<cublasLtMatmulDesc_t, &CublasLtApi::desc_destroy>;
+using LayoutOwned = LtOwned<cublasLtMatrixLayout_t, &CublasLtApi::layout_destroy>;
+using PreferenceOwned = LtOwned<cublasLtMatmulPreference_t, &CublasLtApi::preference_destroy>;
 
 struct CudaFree {
   void operator()(void* p) const { cudaFree(p); }
@@ -85,7 +86,7 @@ struct CudaFree {
 
 LayoutOwned fp16_layout(std::int64_t rows, std::int64_t cols, std::int64_t ld, const GemmKey& key) {
   cublasLtMatrixLayout_t layout = nullptr;
-  check_lt(cublasLtMatrixLayoutCreate(&layout, CUDA_R_16F, static_cast<std::uint64_t>(rows),
+  check_lt(cublaslt().layout_create(&layout, CUDA_R_16F, static_cast<std::uint64_t>(rows),
                                       static_cast<std::uint64_t>(cols), ld),
            "cublasLtMatrixLayoutCreate", key);
   return LayoutOwned(layout);
@@ -93,14 +94,14 @@ LayoutOwned fp16_layout(std::int64_t rows, std::int64_t cols, std::int64_t ld, c
 
 template <class T>
 void set_desc(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attribute, const T& value, const GemmKey& key) {
-  check_lt(cublasLtMatmulDescSetAttribute(desc, attribute, &value, sizeof(value)), "cublasLtMatmulDescSetAttribute",
+  check_lt(cublaslt().desc_set_attribute(desc, attribute, &value, sizeof(value)), "cublasLtMatmulDescSetAttribute",
            key);
 }
 
 template <class T>
 void set_preference(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttributes_t attribute, const T& value,
                     const GemmKey& key) {
-  check_lt(cublasLtMatmulPreferenceSetAttribute(pref, attribute, &value, sizeof(value)),
+  check_lt(cublaslt().preference_set_attribute(pref, attribute, &value, sizeof(value)),
            "cublasLtMatmulPreferenceSetAttribute", key);
 }
 
@@ -125,9 +126,9 @@ struct LtGemm::Impl {
 
   explicit Impl(const LtGemmOptions& options) : workspace_bytes(options.cublaslt_workspace_bytes) {
     cublasLtHandle_t h = nullptr;
-    const cublasStatus_t status = cublasLtCreate(&h);
+    const cublasStatus_t status = cublaslt().create(&h);
     if (status != CUBLAS_STATUS_SUCCESS)
-      throw BackendError(cat("LtGemm: cublasLtCreate failed: ", cublasLtGetStatusString(status)));
+      throw BackendError(cat("LtGemm: cublasLtCreate failed: ", cublaslt().get_status_string(status)));
     handle.reset(h);
     const std::size_t scratch_offset =
         (workspace_bytes + kScratchAlignment - 1) / kScratchAlignment * kScratchAlignment;
@@ -147,7 +148,7 @@ struct LtGemm::Impl {
     if (auto it = cache.find(key); it != cache.end()) return it->second;
     Prepared p;
     cublasLtMatmulDesc_t desc = nullptr;
-    check_lt(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate", key);
+    check_lt(cublaslt().desc_create(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate", key);
     p.desc.reset(desc);
     set_desc(desc, CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_T, key);
     set_desc(desc, CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N, key);
@@ -161,7 +162,7 @@ struct LtGemm::Impl {
     if (key.c == GemmC::Residual) p.c = fp16_layout(key.n, key.m, key.c_row_stride, key);
 
     cublasLtMatmulPreference_t pref_raw = nullptr;
-    check_lt(cublasLtMatmulPreferenceCreate(&pref_raw), "cublasLtMatmulPreferenceCreate", key);
+    check_lt(cublaslt().preference_create(&pref_raw), "cublasLtMatmulPreferenceCreate", key);
     const PreferenceOwned pref(pref_raw);
     const std::uint64_t workspace = workspace_bytes;
     set_preference(pref_raw, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, workspace, key);
@@ -171,7 +172,7 @@ struct LtGemm::Impl {
     set_preference(pref_raw, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.alignment.out, key);
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    check_lt(cublasLtMatmulAlgoGetHeuristic(handle.get(), desc, p.w.get(), p.a.get(), p.c ? p.c.get() : p.out.get(),
+    check_lt(cublaslt().algo_get_heuristic(handle.get(), desc, p.w.get(), p.a.get(), p.c ? p.c.get() : p.out.get(),
                                             p.out.get(), pref_raw, 1, &result, &found),
              "cublasLtMatmulAlgoGetHeuristic", key);
     if (found == 0)
@@ -188,7 +189,7 @@ struct LtGemm::Impl {
     if (has_bias(key.epilogue)) set_desc(p.desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, call.bias, key);
     // Without C, D stands in for it (beta is 0: cuBLASLt does not read it).
     const void* c = call.c ? call.c : call.out;
-    check_lt(cublasLtMatmul(handle.get(), p.desc.get(), &call.alpha, call.w, p.w.get(), call.a, p.a.get(), &call.beta,
+    check_lt(cublaslt().matmul(handle.get(), p.desc.get(), &call.alpha, call.w, p.w.get(), call.a, p.a.get(), &call.beta,
                             c, p.c ? p.c.get() : p.out.get(), call.out, p.out.get(), &p.algo, memory.get(),
                             workspace_bytes, stream),
              "cublasLtMatmul", key);

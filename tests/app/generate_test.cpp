@@ -121,6 +121,8 @@ TEST_CASE("bad input is refused in one line before any work", "[app][generate]")
       {"--prompts " + quoted(not_utf8) + tiny() + " --outdir " + quoted(dir.path), 2, "bad.txt:2"},
       {"'x'" + tiny() + " --outdir " + quoted(a_file / "sub"), 2, "file"},
       {"'x'" + tiny() + " --device cuda -o " + png, 2, "--device cuda"},
+      {"'x'" + tiny() + " --device cpu --max-vram 2G -o " + png, 2, "--max-vram limits GPU memory"},
+      {"'x'" + tiny() + " --device cuda --max-vram 2Q -o " + png, 2, "--max-vram 2Q: expected a size"},
   };
   for (const auto& c : cases) {
     INFO(c.args);

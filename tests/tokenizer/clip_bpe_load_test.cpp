@@ -173,3 +173,24 @@ TEST_CASE("the config files are optional, with CLIPTokenizer's defaults", "[toke
   CHECK(tok.pad_id() == 1179);
   CHECK(tok.max_length() == 77);
 }
+
+// Found by review of what the tokenizer-folder fuzzer could reach (docs/robustness.md): a special
+// token whose text is empty matched at every position of a prompt without consuming it, and
+// encode() never returned. HF's Trie ignores an empty token, so it is never split out of the text
+// and only its id is used (here, for padding). Expected: the reference ids of the first synthetic
+// case (HF), padded with the empty token's id instead of <|endoftext|>'s.
+TEST_CASE("an empty special token is not split out of prompts, as in HF", "[tokenizer]") {
+  const TempDir dir;
+  copy_tiny_folder(dir);
+  dir.write("vocab.json", vocab_with("", 1180));
+  dir.write("special_tokens_map.json", R"({"pad_token": ""})");
+  const ClipTokenizer tok = ClipTokenizer::from_directory(dir.path());
+  REQUIRE(tok.pad_id() == 1180);
+
+  const json cases = json::parse(sdgen::weights::read_text_file(sdgen::test::data_dir() / "tokenizer" /
+                                                                "cases-synthetic.json"));
+  const json& reference = cases.at("cases").at(0);
+  auto expected = reference.at("ids_full").get<std::vector<int>>();
+  expected.resize(77, 1180);
+  CHECK(tok.encode(reference.at("text").get<std::string>()) == expected);
+}

@@ -1,12 +1,7 @@
-// The CLIP tokenizer against Hugging Face's slow CLIPTokenizer (transformers 4.45, no ftfy).
-//
-// Reference data: 42 strings (punctuation, contractions, accents, combining marks, CJK, Hangul,
-// emoji, control characters, special-token text, 75/76 words, over 77 tokens) tokenized by HF with
-// two vocabularies: the tiny models' own (tests/data, always run) and the real CLIP vocabulary
-// (../shared, third-party, skipped when absent). Each case gives the padded ids with SD1's pad
-// token (<|endoftext|>) and SD2's ("!", which HF also splits out of the prompt text), the
-// untruncated ids, their token strings and whether truncation happened. Token ids are exact, so
-// every comparison is equality.
+// The CLIP tokenizer (with ICU's Unicode data) against Hugging Face's slow CLIPTokenizer on the
+// reference cases of reference_cases.hpp: 42 strings (punctuation, contractions, accents, combining
+// marks, CJK, Hangul, emoji, control characters, special-token text, 75/76 words, over 77 tokens),
+// with the tiny vocabulary (always) and the real CLIP vocabulary (skipped when absent).
 //
 // Then robustness: arbitrary bytes (invalid UTF-8, NUL), a 100,000-character prompt and
 // concurrent use, checked against the same reference ids wherever the expected result is one of
@@ -18,42 +13,14 @@
 #include <thread>
 #include <vector>
 
-#include "tests/support/paths.hpp"
-#include "tests/tokenizer/temp_dir.hpp"
+#include "tests/tokenizer/reference_cases.hpp"
 #include "tokenizer/clip_bpe.hpp"
-#include "weights/file_io.hpp"
 
-namespace fs = std::filesystem;
 using json = nlohmann::json;
 using sdgen::tokenizer::ClipTokenizer;
+using namespace sdgen::test::tokenizer_cases;
 
 namespace {
-
-json load_cases(const fs::path& path) { return json::parse(sdgen::weights::read_text_file(path)); }
-
-const json& synthetic_cases() {
-  static const json cases = load_cases(sdgen::test::data_dir() / "tokenizer" / "cases-synthetic.json");
-  return cases;
-}
-
-const ClipTokenizer& tiny() {
-  static const ClipTokenizer tok =
-      ClipTokenizer::from_directory(sdgen::test::data_dir() / "models" / "tiny" / "tokenizer");
-  return tok;
-}
-
-const ClipTokenizer& tiny_sd2() {
-  static const ClipTokenizer tok =
-      ClipTokenizer::from_directory(sdgen::test::data_dir() / "models" / "tiny-sd2" / "tokenizer");
-  return tok;
-}
-
-const json& find_case(const json& file, const std::string& text) {
-  for (const json& c : file.at("cases")) {
-    if (c.at("text") == text) return c;
-  }
-  throw std::runtime_error("no reference case for '" + text + "'");
-}
 
 // The reference case made of repeated "a " that HF truncated (76 words: BOS, 75 x "a</w>", EOS).
 const json& truncated_a_case(const json& file) {
@@ -65,22 +32,9 @@ const json& truncated_a_case(const json& file) {
   throw std::runtime_error("no truncated 'a a a ...' reference case");
 }
 
-std::vector<int> ids(const json& c, const char* field) { return c.at(field).get<std::vector<int>>(); }
-
 void check_all_cases(const json& file, const ClipTokenizer& sd1, const ClipTokenizer& sd2) {
   REQUIRE(file.at("cases").size() == 42);
-  for (const json& c : file.at("cases")) {
-    const std::string text = c.at("text");
-    INFO("text: " << text);
-    CHECK(sd1.encode(text) == ids(c, "ids"));
-    CHECK(sd2.encode(text) == ids(c, "ids_sd2"));
-    const std::vector<int> full = sd1.encode_full(text);
-    CHECK(full == ids(c, "ids_full"));
-    CHECK((full.size() > static_cast<std::size_t>(sd1.max_length())) == c.at("truncated").get<bool>());
-    const auto tokens_full = c.at("tokens_full").get<std::vector<std::string>>();
-    REQUIRE(tokens_full.size() >= 2);  // BOS ... EOS
-    CHECK(sd1.tokenize(text) == std::vector<std::string>(tokens_full.begin() + 1, tokens_full.end() - 1));
-  }
+  for (const json& c : file.at("cases")) check_case(c, sd1, sd2);
 }
 
 // Every encoding, whatever the input: max_length ids in range, BOS first, EOS before the padding.
@@ -109,31 +63,24 @@ TEST_CASE("the tiny tokenizers load with the reference's special ids", "[tokeniz
 }
 
 TEST_CASE("all 42 reference cases match HF with the tiny vocabulary", "[tokenizer]") {
-  check_all_cases(synthetic_cases(), tiny(), tiny_sd2());
+  check_all_cases(synthetic(), tiny(), tiny_sd2());
 }
 
 TEST_CASE("all 42 reference cases match HF with the real CLIP vocabulary", "[tokenizer]") {
-  const fs::path vocab_dir = sdgen::test::shared_dir() / "clip-tokenizer";
-  const fs::path cases_path = sdgen::test::shared_dir() / "golden" / "tokenizer" / "cases.json";
-  if (!fs::exists(vocab_dir / "vocab.json") || !fs::exists(cases_path)) {
+  const auto real = real_vocabulary();
+  if (!real) {
     WARN("skipped: the real CLIP vocabulary is not in " << sdgen::test::shared_dir().string());
     return;
   }
-  const ClipTokenizer sd1 = ClipTokenizer::from_directory(vocab_dir);
-  // SD2's tokenizer folder is the same vocabulary with pad_token "!" (the reference's ids_sd2).
-  const sdgen::test::TempDir sd2_dir;
-  for (const char* name : {"vocab.json", "merges.txt"}) fs::copy_file(vocab_dir / name, sd2_dir.path() / name);
-  sd2_dir.write("tokenizer_config.json", R"({"model_max_length": 77, "pad_token": "!"})");
-  const ClipTokenizer sd2 = ClipTokenizer::from_directory(sd2_dir.path());
-  CHECK(sd1.vocab_size() == 49408);
-  CHECK(sd1.bos_id() == 49406);
-  CHECK(sd1.eos_id() == 49407);
-  CHECK(sd2.pad_id() == 0);
-  check_all_cases(load_cases(cases_path), sd1, sd2);
+  CHECK(real->sd1.vocab_size() == 49408);
+  CHECK(real->sd1.bos_id() == 49406);
+  CHECK(real->sd1.eos_id() == 49407);
+  CHECK(real->sd2.pad_id() == 0);
+  check_all_cases(real->cases, real->sd1, real->sd2);
 }
 
 TEST_CASE("invalid UTF-8 reads as if the bad bytes were U+FFFD, which the clean-up drops", "[tokenizer]") {
-  const json& file = synthetic_cases();
+  const json& file = synthetic();
   // Stray continuation, overlong '/', encoded surrogate, above U+10FFFF, truncated 3-byte form, 0xFF.
   const std::string text =
       "a photo\x80graph of an astro\xC0\xAFnaut ri\xED\xA0\x80" "ding a horse\xF4\x90\x80\x80\xE2\x82\xFF";
@@ -160,7 +107,7 @@ TEST_CASE("arbitrary bytes never break the tokenizer", "[tokenizer]") {
 TEST_CASE("a 100,000-character prompt is truncated, not a problem", "[tokenizer]") {
   std::string words;
   while (words.size() < 100000) words += "a ";
-  CHECK(tiny().encode(words) == ids(truncated_a_case(synthetic_cases()), "ids"));
+  CHECK(tiny().encode(words) == ids(truncated_a_case(synthetic()), "ids"));
 
   // One 100,000-letter word: the worst case for the BPE loop.
   const std::string one_word(100000, 'b');
@@ -190,7 +137,7 @@ TEST_CASE("a 100,000-character prompt is truncated, not a problem", "[tokenizer]
 }
 
 TEST_CASE("concurrent encodes share the BPE cache safely", "[tokenizer]") {
-  const json& file = synthetic_cases();
+  const json& file = synthetic();
   std::vector<int> failures(4, 0);
   std::vector<std::thread> threads;
   for (std::size_t t = 0; t < failures.size(); ++t) {
