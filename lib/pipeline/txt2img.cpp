@@ -44,6 +44,19 @@ void from_host(Backend& backend, std::vector<T>& host, const Tensor& t) {
   backend.upload(Tensor::contiguous(host.data(), dtype, t.shape), t);
 }
 
+// The activation requests a stage makes, recorded by running it on the backend's shape-only twin:
+// nothing is computed or allocated. An Arena then serves the same requests from one block.
+template <class Stage>
+std::vector<AllocationRecord> record_requests(Backend& backend, Stage&& stage) {
+  const auto shapes = backend.shape_only();
+  PlanningAllocator planner(backend.allocator().device());
+  {
+    Ctx plan{*shapes, planner, backend.activation_dtype()};
+    stage(plan);
+  }
+  return planner.records();
+}
+
 // Rows [first, first + count) of a contiguous [B, ...] tensor.
 Tensor batch_rows(const Tensor& t, std::int64_t first, std::int64_t count) {
   Shape shape = t.shape;
@@ -106,16 +119,13 @@ Pipeline::~Pipeline() = default;
 
 std::vector<AllocationRecord> Pipeline::unet_step_requests(std::int64_t rows, std::int64_t h, std::int64_t w,
                                                            const Shape& context) const {
-  const auto shapes = backend_.shape_only();
-  PlanningAllocator planner(backend_.allocator().device());
-  {
-    Ctx plan{*shapes, planner, backend_.activation_dtype()};
+  return record_requests(backend_, [&](Ctx& plan) {
     const auto unet_in = plan.alloc({rows, h, w, model_.unet.in_channels});
     const auto t = plan.alloc({rows}, DType::F32);
-    const auto context_view = Tensor::contiguous(nullptr, backend_.activation_dtype(), context, planner.device());
+    const auto context_view =
+        Tensor::contiguous(nullptr, backend_.activation_dtype(), context, plan.allocator.device());
     const auto eps = unet_.forward(plan, unet_in, t, context_view);
-  }
-  return planner.records();
+  });
 }
 
 std::string Pipeline::fit_advice(const GenerateRequest& r, std::int64_t tokens, int latent_buffers,
@@ -319,11 +329,21 @@ GeneratedImages Pipeline::generate(const GenerateRequest& r, const ProgressFn& p
     for (std::size_t i = 0; i < vae_in.size(); ++i) vae_in[i] = host_latents[i] * vae_scale.scale + vae_scale.shift;
     rec.nhwc("vae_in", latent_nhwc, vae_in);
   }
+  // Planned like the UNet step: one block for every image's decode, so the decoder's large
+  // activations are mapped and faulted in once instead of at every op.
+  auto vae_requests = record_requests(backend_, [&](Ctx& plan) {
+    const auto z = plan.alloc({1, h, w, c});
+    const auto decoded = vae_.decode(plan, z);
+  });
+  auto vae_plan = plan_arena(vae_requests);
+  Arena vae_arena(memory, std::move(vae_plan), std::move(vae_requests));
+  Ctx vae_ctx{backend_, vae_arena, backend_.activation_dtype()};
   for (std::int64_t img = 0; img < n; ++img) {
     stop_if_cancelled();
-    auto z = ctx.alloc({1, h, w, c});
+    vae_arena.rewind();
+    auto z = vae_ctx.alloc({1, h, w, c});
     backend_.convert(batch_rows(latents, img, 1), z, vae_scale);
-    const auto decoded = vae_.decode(ctx, z);  // [1, H, W, 3]
+    const auto decoded = vae_.decode(vae_ctx, z);  // [1, H, W, 3]
     const auto pixels = to_host(backend_, decoded);
     result.rgb.push_back(to_rgb8(pixels));
     if (dump) {
