@@ -59,8 +59,7 @@ class DeviceMemory final : public Allocator {
  public:
   DeviceMemory(int device, std::optional<std::size_t> limit) : device_(device), limit_(limit) {}
   ~DeviceMemory() override {
-    for (auto& [p, bytes] : blocks_)
-      if (p) cudaFree(p);
+    for (const auto& block : blocks_.held()) cudaFree(block.data);
   }
 
   // Bytes a library allocated itself (cuBLASLt's workspace), counted as if allocated here.
@@ -94,21 +93,11 @@ class DeviceMemory final : public Allocator {
 
   Block acquire(std::size_t bytes) override {
     void* p = allocate(bytes, "an activation buffer");
-    std::size_t token = blocks_.size();
-    if (!free_tokens_.empty()) {
-      token = free_tokens_.back();
-      free_tokens_.pop_back();
-      blocks_[token] = {p, bytes};
-    } else {
-      blocks_.emplace_back(p, bytes);
-    }
-    return {p, token};
+    return {p, blocks_.add(p, bytes)};
   }
   void release(std::size_t token) noexcept override {
-    auto& [p, bytes] = blocks_[token];
-    free(p, bytes);
-    p = nullptr;
-    free_tokens_.push_back(token);
+    const auto block = blocks_.remove(token);
+    free(block.data, block.bytes);
   }
   Device device() const override { return {DeviceKind::Cuda, device_}; }
 
@@ -123,8 +112,7 @@ class DeviceMemory final : public Allocator {
  private:
   int device_;
   std::optional<std::size_t> limit_;
-  std::vector<std::pair<void*, std::size_t>> blocks_;
-  std::vector<std::size_t> free_tokens_;
+  BlockTable blocks_;
   std::size_t in_use_ = 0;
   std::size_t peak_ = 0;
 };

@@ -51,28 +51,42 @@ void free_host(void* p, std::size_t bytes) noexcept {
 
 }  // namespace
 
+std::size_t BlockTable::add(void* data, std::size_t bytes) {
+  if (free_tokens_.empty()) {
+    entries_.push_back({data, bytes});
+    return entries_.size() - 1;
+  }
+  const std::size_t token = free_tokens_.back();
+  free_tokens_.pop_back();
+  entries_[token] = {data, bytes};
+  return token;
+}
+
+BlockTable::Entry BlockTable::remove(std::size_t token) noexcept {
+  const Entry e = std::exchange(entries_[token], Entry{});
+  free_tokens_.push_back(token);
+  return e;
+}
+
+std::vector<BlockTable::Entry> BlockTable::held() const {
+  std::vector<Entry> result;
+  for (const Entry& e : entries_)
+    if (e.data) result.push_back(e);
+  return result;
+}
+
 Allocator::Block HeapAllocator::acquire(std::size_t bytes) {
   void* p = allocate_host(bytes);
   if (p == nullptr) throw std::bad_alloc();
-  std::size_t token = blocks_.size();
-  if (!free_tokens_.empty()) {
-    token = free_tokens_.back();
-    free_tokens_.pop_back();
-    blocks_[token] = {p, bytes};
-  } else {
-    blocks_.emplace_back(p, bytes);
-  }
   in_use_ += bytes;
   peak_ = std::max(peak_, in_use_);
-  return {p, token};
+  return {p, blocks_.add(p, bytes)};
 }
 
 void HeapAllocator::release(std::size_t token) noexcept {
-  auto& [p, bytes] = blocks_[token];
-  free_host(p, bytes);
-  in_use_ -= bytes;
-  p = nullptr;
-  free_tokens_.push_back(token);
+  const auto block = blocks_.remove(token);
+  free_host(block.data, block.bytes);
+  in_use_ -= block.bytes;
 }
 
 Allocator::Block PlanningAllocator::acquire(std::size_t bytes) {

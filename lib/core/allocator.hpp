@@ -65,6 +65,25 @@ class Activation {
   Tensor view_;
 };
 
+// The blocks of an allocator that allocates one block per request, by token; freed tokens are
+// reused, so the table stays as long as the most blocks alive at once.
+class BlockTable {
+ public:
+  struct Entry {
+    void* data = nullptr;
+    std::size_t bytes = 0;
+  };
+  std::size_t add(void* data, std::size_t bytes);
+  // The block of `token`, which is free again.
+  Entry remove(std::size_t token) noexcept;
+  // The blocks still held (for an allocator destroyed before its users).
+  std::vector<Entry> held() const;
+
+ private:
+  std::vector<Entry> entries_;
+  std::vector<std::size_t> free_tokens_;
+};
+
 // One aligned host allocation per request. Large ones (kMappedBlockBytes and up: every activation
 // of a full-size model) are mapped from the OS directly and unmapped on release, so a freed
 // activation leaves the process's RSS at once. Through malloc, blocks under glibc's adaptive mmap
@@ -81,8 +100,7 @@ class HeapAllocator final : public Allocator {
   static constexpr std::size_t kMappedBlockBytes = std::size_t{1} << 20;
 
  private:
-  std::vector<std::pair<void*, std::size_t>> blocks_;  // token -> (pointer, bytes); freed slots reused
-  std::vector<std::size_t> free_tokens_;
+  BlockTable blocks_;
   std::size_t in_use_ = 0;
   std::size_t peak_ = 0;
 };

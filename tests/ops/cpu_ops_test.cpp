@@ -60,29 +60,6 @@ double act_ref(Act a, double x) {
   return x;
 }
 
-// Error of evaluating an activation in float at x, beyond the error already in x: a few roundings
-// relative to the result (growing with |x| through exp's argument), erf's 2.5e-7 absolute for the
-// GELUs, and the flush of results below 1e-30.
-double act_tol(Act a, double x, double ref) {
-  double tol = (16.0 + 4.0 * std::fabs(x)) * kU32 * std::fabs(ref) + 1e-30;
-  if (a == Act::Gelu || a == Act::GeluTanh) tol += 2e-7 * std::fabs(x);
-  return tol;
-}
-
-// |act'| is at most 1.13 for every activation here: error in the argument passes through scaled
-// by at most that.
-constexpr double kActSlope = 1.13;
-
-const char* act_name(Act a) {
-  switch (a) {
-    case Act::None: return "none";
-    case Act::Silu: return "silu";
-    case Act::Gelu: return "gelu";
-    case Act::GeluTanh: return "gelu_tanh";
-    case Act::QuickGelu: return "quick_gelu";
-  }
-  return "?";
-}
 
 // Rows to check: all of them when few, else a seeded sample that includes the first and last.
 std::vector<std::int64_t> sample_rows(std::int64_t n, std::int64_t max_rows, std::uint64_t seed) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lib/core/half.hpp"
+#include "kernels/backend.hpp"
 #include "lib/core/tensor.hpp"
 
 namespace sdgen::test {
@@ -106,5 +107,30 @@ inline HostTensor widened(const HalfTensor& h) {
 }
 
 inline double round_bf16(double v) { return bf16_to_f32(f32_to_bf16(static_cast<float>(v))); }
+
+// Error of evaluating an activation in float at x, beyond the error already in x: a few roundings
+// relative to the result (growing with |x| through exp's argument), erf's 2.5e-7 absolute for the
+// GELUs, and the flush of results below 1e-30. (cpu_ops_test checks the CPU backend against libm
+// with it.)
+inline double act_tol(Act a, double x, double ref) {
+  double tol = (16.0 + 4.0 * std::fabs(x)) * kU32 * std::fabs(ref) + 1e-30;
+  if (a == Act::Gelu || a == Act::GeluTanh) tol += 2e-7 * std::fabs(x);
+  return tol;
+}
+
+// |act'| is at most 1.13 for every activation here: error in the argument passes through scaled
+// by at most that.
+inline constexpr double kActSlope = 1.13;
+
+inline const char* act_name(Act a) {
+  switch (a) {
+    case Act::None: return "none";
+    case Act::Silu: return "silu";
+    case Act::Gelu: return "gelu";
+    case Act::GeluTanh: return "gelu_tanh";
+    case Act::QuickGelu: return "quick_gelu";
+  }
+  return "?";
+}
 
 }  // namespace sdgen::test

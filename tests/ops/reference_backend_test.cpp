@@ -103,27 +103,6 @@ void compare_exact(const Tensor& cpu, const Tensor& ref, const std::string& what
   compare(cpu, ref, exact, what);
 }
 
-// CpuBackend's error in evaluating `act` at x (result y), beyond the error already in x: see the
-// header, and act_tol in cpu_ops_test.cpp, which checks it against libm.
-double cpu_act_error(Act a, double x, double y) {
-  double tol = (16.0 + 4.0 * std::fabs(x)) * kU32 * std::fabs(y) + 1e-30;
-  if (a == Act::Gelu || a == Act::GeluTanh) tol += 2e-7 * std::fabs(x);
-  return tol;
-}
-
-// |act'| <= 1.13 for every Act: an error in the argument passes through scaled by at most that.
-constexpr double kActSlope = 1.13;
-
-const char* act_name(Act a) {
-  switch (a) {
-    case Act::None: return "none";
-    case Act::Silu: return "silu";
-    case Act::Gelu: return "gelu";
-    case Act::GeluTanh: return "gelu_tanh";
-    case Act::QuickGelu: return "quick_gelu";
-  }
-  return "?";
-}
 
 }  // namespace
 
@@ -169,7 +148,7 @@ TEST_CASE("reference linear agrees with CpuBackend", "[ops][reference][linear]")
 
     const auto tol = [&](std::size_t i) {
       const double zi = z.data[i], a = reference_act(c.act, zi), res = c.residual ? residual.data[i] : 0.0;
-      return kActSlope * (static_cast<double>(k) + 2.0) * kU32 * mag.data[i] + cpu_act_error(c.act, zi, a) +
+      return kActSlope * (static_cast<double>(k) + 2.0) * kU32 * mag.data[i] + act_tol(c.act, zi, a) +
              2.0 * kU32 * (std::fabs(a) + std::fabs(res)) + kU32 * std::fabs(a + res);
     };
     compare(got.t, want.t, tol, cat("linear x ", c.x.str(), " -> ", c.n, " (", act_name(c.act), ")"));
@@ -302,7 +281,7 @@ TEST_CASE("reference group_norm agrees with CpuBackend", "[ops][reference][group
             const double shift = beta.data[static_cast<std::size_t>(g * cg + i)] - s.mean * scale;
             const double y = x.data[e] * scale + shift, out = c.silu ? reference_act(Act::Silu, y) : y;
             tol[e] = 8.0 * kU32 * (std::fabs(x.data[e] * scale) + std::fabs(shift)) +
-                     (c.silu ? cpu_act_error(Act::Silu, y, out) : 0.0) + kU32 * std::fabs(out);
+                     (c.silu ? act_tol(Act::Silu, y, out) : 0.0) + kU32 * std::fabs(out);
           }
       }
     compare(
@@ -469,7 +448,7 @@ TEST_CASE("reference geglu and activation agree with CpuBackend", "[ops][referen
                    gate = in[r * 2 * static_cast<std::size_t>(f) + static_cast<std::size_t>(f) + col];
       const double g = reference_act(Act::Gelu, gate);
       // gelu's error scaled by |hidden|, the product's rounding, the reference's.
-      return std::fabs(hidden) * cpu_act_error(Act::Gelu, gate, g) + 2.0 * kU32 * std::fabs(hidden * g);
+      return std::fabs(hidden) * act_tol(Act::Gelu, gate, g) + 2.0 * kU32 * std::fabs(hidden * g);
     };
     compare(got.t, want.t, tol, cat("geglu ", c.x.str(), " row stride ", c.row_stride));
   }
@@ -485,7 +464,7 @@ TEST_CASE("reference geglu and activation agree with CpuBackend", "[ops][referen
       ref.activation(in_place ? want.t : x.t, want.t, a);
       const auto tol = [&](std::size_t i) {
         const double y = reference_act(a, x.data[i]);
-        return cpu_act_error(a, x.data[i], y) + kU32 * std::fabs(y);
+        return act_tol(a, x.data[i], y) + kU32 * std::fabs(y);
       };
       compare(got.t, want.t, tol, cat("activation ", act_name(a), in_place ? " in place" : ""));
     }
