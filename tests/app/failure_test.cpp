@@ -22,6 +22,19 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Whether this test, and the sdgen it runs (built with the same flags), use AddressSanitizer.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kUnderAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kUnderAddressSanitizer = true;
+#else
+constexpr bool kUnderAddressSanitizer = false;
+#endif
+#else
+constexpr bool kUnderAddressSanitizer = false;
+#endif
+
 // `args` and a quick, quiet run of the tiny model.
 std::vector<std::string> tiny_args(std::vector<std::string> args) {
   const auto model = (sdgen::test::data_dir() / "models" / "tiny").string();
@@ -168,8 +181,11 @@ TEST_CASE("hostile prompt files are handled or refused in one line", "[app][fail
     CHECK(run.exit_code == 0);
     CHECK(out.names() == std::vector<std::string>{"00001-a-red-fox.png"});
     // Reading the file whole would put all of it in the process's memory; the tiny model's run
-    // peaks near 40 MB, half the file's size.
+    // peaks near 40 MB, half the file's size. Under AddressSanitizer (the sanitizer build, whose
+    // sdgen carries it too) the child's RSS is mostly ASan's shadow memory and the quarantine of
+    // freed blocks (about 550 MB), which says nothing about streaming: that build checks only
+    // that the file is handled, and the memory bound is left to the plain build.
     INFO("peak RSS " << run.peak_rss_kib << " KiB, file " << file_kib << " KiB");
-    CHECK(run.peak_rss_kib < file_kib);
+    if (!kUnderAddressSanitizer) CHECK(run.peak_rss_kib < file_kib);
   }
 }

@@ -20,8 +20,61 @@
 #include "kernels/cuda/emu/shared_memory.hpp"
 #include "kernels/cuda/emu/warp_ops.hpp"
 
+// AddressSanitizer builds (GCC says so with __SANITIZE_ADDRESS__, clang with __has_feature).
+#if defined(__SANITIZE_ADDRESS__)
+#define SDGEN_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SDGEN_EMU_ASAN 1
+#endif
+#endif
+#ifdef SDGEN_EMU_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 namespace sdgen::cuda::emu {
 namespace {
+
+// ---- telling AddressSanitizer about the fibers
+//
+// ASan knows one stack per host thread. After a swapcontext it does not know about, it takes the
+// fiber's stack for a wild region and, when an exception is thrown there, unpoisons the wrong range
+// (__asan_handle_no_return): false stack-buffer-overflow reports (google/sanitizers#189). So every
+// switch is announced: start_switch() just before it, naming the stack being entered, and
+// finish_switch() first thing on arrival, which also says which stack was left. A fiber that ends
+// passes no fake-stack slot, which frees its fake frames (detect_stack_use_after_return). A fiber
+// abandoned when its kernel faults never unwinds its frames, but the redzones they poisoned do not
+// outlive it: ASan's swapcontext clears the shadow of the stack it switches to, so a stack's next
+// fiber starts clean. ASan still prints, once per process, that it "doesn't fully support
+// swapcontext": that warning comes with the first switch whatever the annotations, and is not a
+// report. In builds without ASan these helpers do nothing.
+struct StackRange {
+  const void* bottom = nullptr;  // lowest address
+  std::size_t size = 0;
+};
+
+#ifdef SDGEN_EMU_ASAN
+void start_switch(void** fake_stack_save, StackRange to) {
+  __sanitizer_start_switch_fiber(fake_stack_save, to.bottom, to.size);
+}
+StackRange finish_switch(void* fake_stack_save) {
+  StackRange from;
+  __sanitizer_finish_switch_fiber(fake_stack_save, &from.bottom, &from.size);
+  return from;
+}
+#else
+void start_switch(void**, StackRange) {}
+StackRange finish_switch(void*) { return {}; }
+#endif
+
+// Saves the running context in `from` and runs `to`, whose stack is `to_stack`. Returns when a
+// switch comes back, with the stack it came from.
+StackRange switch_context(ucontext_t& from, const ucontext_t& to, StackRange to_stack) {
+  void* fake_stack = nullptr;
+  start_switch(&fake_stack, to_stack);
+  swapcontext(&from, &to);
+  return finish_switch(fake_stack);
+}
 
 // Kernel code keeps little on its stack (fragments, a few accumulators), and 1024 threads of a
 // block need 1024 stacks: 64 KiB each is ample and costs 64 MiB of address space at most.
@@ -75,6 +128,7 @@ struct AsyncCopy {
 
 struct ThreadSlot {
   ucontext_t context;
+  StackRange stack;
   uint3 index;
   ThreadState state = ThreadState::Runnable;
   // Where it waits: the barrier's or the warp operation's call site, and which operation.
@@ -344,16 +398,18 @@ class Launch {
 
   static void fiber_entry() {
     Launch& l = *active;
+    l.host_stack_ = finish_switch(nullptr);  // a new fiber has no fake stack to restore
     try {
       l.body_();
     } catch (...) {
       l.fault_ = std::current_exception();
     }
     l.slots_[std::size_t(l.current_)].state = ThreadState::Exited;
+    start_switch(nullptr, l.host_stack_);  // for good: no fake stack to keep
     setcontext(&l.scheduler_);
   }
 
-  void yield() { swapcontext(&slots_[std::size_t(current_)].context, &scheduler_); }
+  void yield() { host_stack_ = switch_context(slots_[std::size_t(current_)].context, scheduler_, host_stack_); }
 
   void run_block(uint3 block_index) {
     blockIdx = block_index;
@@ -365,7 +421,9 @@ class Launch {
       s.uncommitted.clear();
       s.committed.clear();
       getcontext(&s.context);
-      s.context.uc_stack.ss_sp = stack_pool().stack(t);
+      void* stack = stack_pool().stack(t);
+      s.stack = {stack, kStackBytes};
+      s.context.uc_stack.ss_sp = stack;
       s.context.uc_stack.ss_size = kStackBytes;
       s.context.uc_link = nullptr;
       makecontext(&s.context, &Launch::fiber_entry, 0);
@@ -376,7 +434,7 @@ class Launch {
         if (slots_[t].state != ThreadState::Runnable) continue;
         current_ = int(t);
         threadIdx = slots_[t].index;
-        swapcontext(&scheduler_, &slots_[t].context);
+        switch_context(scheduler_, slots_[t].context, slots_[t].stack);
         ran = true;
         if (fault_) std::rethrow_exception(std::exchange(fault_, nullptr));
       }
@@ -461,6 +519,7 @@ class Launch {
   std::vector<ThreadSlot> slots_;
   std::vector<WarpState> warps_;
   ucontext_t scheduler_{};
+  StackRange host_stack_;  // the scheduler's (the host thread's), as ASan reports it to arriving fibers
   int current_ = 0;
   std::uint32_t epoch_ = 0;
   std::exception_ptr fault_;
