@@ -32,15 +32,49 @@ void Backend::convert(const Tensor& x, const Tensor& out, const ConvertArgs& arg
   for (std::int64_t i = 0; i < n; ++i) o[i] = in[i] * args.scale + args.shift;
 }
 
-void Backend::scheduler_step(std::span<const StepCoefficients> steps, int call, const StepTensors& t) {
-  const std::int64_t n = check_scheduler_step(kHostF32, steps, call, t);
-  StepHostBuffers host{.model_output = t.model_output.ptr<const float>(),
-                       .sample = t.sample.ptr<float>(),
-                       .noise = t.noise ? t.noise->ptr<const float>() : nullptr,
-                       .elements = n};
-  for (int slot = 0; slot < kStepHistorySlots; ++slot)
-    if (const Tensor* h = t.history[static_cast<std::size_t>(slot)]) host.history[static_cast<std::size_t>(slot)] = h->ptr<float>();
-  apply_step_coefficients(steps[static_cast<std::size_t>(call)], host);
+namespace {
+
+// The loop on the host: every call runs its step as it comes, reading the table in host memory.
+class HostDenoisingLoop final : public DenoisingLoop {
+ public:
+  explicit HostDenoisingLoop(std::span<const StepCoefficients> steps) : steps_(steps) {}
+
+  int call() const override { return call_; }
+  void run(const std::function<void()>& step) override { step(); }
+
+  void model_input(const Tensor& latents, const Tensor& unet_in, const Tensor& t) override {
+    const auto n = static_cast<std::size_t>(check_model_input(kHostF32, steps_, call_, latents, unet_in, t));
+    const StepCoefficients& c = steps_[static_cast<std::size_t>(call_)];
+    const float* in = latents.ptr<const float>();
+    float* out = unet_in.ptr<float>();
+    const auto total = static_cast<std::size_t>(unet_in.numel());
+    for (std::size_t i = 0; i < total; ++i) out[i] = in[i % n] * c.input_scale;
+    float* timesteps = t.ptr<float>();
+    for (std::int64_t row = 0; row < t.shape[0]; ++row) timesteps[row] = c.timestep;
+  }
+
+  void scheduler_step(const StepTensors& t) override {
+    const std::int64_t n = check_scheduler_step(kHostF32, steps_, call_, t);
+    StepHostBuffers host{.model_output = t.model_output.ptr<const float>(),
+                         .sample = t.sample.ptr<float>(),
+                         .noise = t.noise ? t.noise->ptr<const float>() : nullptr,
+                         .elements = n};
+    for (int slot = 0; slot < kStepHistorySlots; ++slot)
+      if (const Tensor* h = t.history[static_cast<std::size_t>(slot)])
+        host.history[static_cast<std::size_t>(slot)] = h->ptr<float>();
+    apply_step_coefficients(steps_[static_cast<std::size_t>(call_)], host);
+    ++call_;
+  }
+
+ private:
+  std::span<const StepCoefficients> steps_;
+  int call_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<DenoisingLoop> Backend::begin_denoising(std::span<const StepCoefficients> steps) {
+  return std::make_unique<HostDenoisingLoop>(steps);
 }
 
 }  // namespace sdgen

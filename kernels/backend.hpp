@@ -27,6 +27,7 @@
 
 #include <array>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -122,6 +123,30 @@ struct StepTensors {
 // of linear / conv2d, or a vector (bias, norm scale and shift) or embedding table read as is.
 enum class WeightUse { Linear, Conv2d, Vector, Table };
 
+// One generation's denoising loop (Backend::begin_denoising). Every call does the same work on the
+// same memory: model_input, the UNet, scheduler_step, with what changes between calls (timestep,
+// input scale, scheduler coefficients) read from the table of StepCoefficients at the loop's
+// current call. So a device backend can upload the table once, keep the current call in device
+// memory, and record one call's work to replay it for the next ones (a CUDA graph): run() is where
+// it may.
+class DenoisingLoop {
+ public:
+  virtual ~DenoisingLoop() = default;
+  // The call the next model_input and scheduler_step are for: 0 at the start, then advanced by
+  // each scheduler_step (or each replay of one).
+  virtual int call() const = 0;
+  // Runs one call's work, which `step` enqueues: model_input, the UNet's ops, scheduler_step.
+  // `step` must enqueue the same ops on the same tensors at every call, and nothing else: no
+  // download, no upload, no synchronize. A backend may run `step` only for the first calls and
+  // replay what it enqueued for the later ones.
+  virtual void run(const std::function<void()>& step) = 0;
+  // unet_in = each of its unet_in.shape[0] / n copies of latents [n, ...] (F32) scaled by the call's
+  // input_scale, in the activation dtype; t [unet_in.shape[0]] (F32) = the call's timestep.
+  virtual void model_input(const Tensor& latents, const Tensor& unet_in, const Tensor& t) = 0;
+  // Classifier-free guidance and the scheduler update of the current call, then the next call.
+  virtual void scheduler_step(const StepTensors& tensors) = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -142,6 +167,12 @@ class Backend {
   // A ShapeBackend that accepts exactly what this backend accepts and computes nothing: the
   // pipeline runs a stage through it once to plan the activation arena before the first step.
   virtual std::unique_ptr<Backend> shape_only() const = 0;
+  // On a shape-only backend: the scratch the ops run on it so far need (the largest single op's);
+  // 0 elsewhere.
+  virtual std::size_t planned_scratch_bytes() const { return 0; }
+  // Makes room for `bytes` of the ops' scratch now, before a stage whose planning pass measured
+  // them, so that the stage itself allocates nothing. A no-op for a backend without scratch.
+  virtual void reserve_scratch(std::size_t /*bytes*/) {}
 
   // ---- memory. Activations live where the backend computes; the pipeline moves host data in
   // and out only through these calls, so the same pipeline drives a CPU or a GPU. The defaults
@@ -159,13 +190,13 @@ class Backend {
   // Returns once every queued op has finished (for timing stages); a no-op on the host.
   virtual void synchronize() {}
 
-  // ---- the denoising step's own ops
+  // ---- the denoising loop's own ops
   // out = x * scale + shift elementwise, with x and out of the same shape in F32 or the
   // activation dtype (either way round). Not in place.
   virtual void convert(const Tensor& x, const Tensor& out, const ConvertArgs& args);
-  // Classifier-free guidance and the scheduler update of call `call`, whose coefficients are
-  // steps[call] (every call's are passed, so a device backend can upload them once).
-  virtual void scheduler_step(std::span<const StepCoefficients> steps, int call, const StepTensors& tensors);
+  // A generation's denoising loop over `steps`, the coefficients of every call (which must outlive
+  // the loop). The default computes on the host with F32 activations.
+  virtual std::unique_ptr<DenoisingLoop> begin_denoising(std::span<const StepCoefficients> steps);
 
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor& out, const LinearArgs& args) = 0;
   virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor& out, const Conv2dArgs& args) = 0;

@@ -411,7 +411,7 @@ TimestepGeometry check_timestep_embedding(const OpSupport& s, const Tensor& t, c
   constexpr std::string_view op = "timestep_embedding";
   check_basic(s, op, "t", t);
   check_strided(op, "t", t);
-  check_dtype(op, "t", t, s.params);
+  check_dtype(op, "t", t, DType::F32);  // timesteps are F32 whatever the activations: fp16 would round them
   check_activation_tensor(s, op, "out", out);
   check_rank(op, "t", t, 1);
   check_rank(op, "out", out, 2);
@@ -524,6 +524,33 @@ std::int64_t check_scheduler_step(const OpSupport& s, std::span<const StepCoeffi
     if (reads(term) || written) present(cat("history slot ", slot), t.history[static_cast<std::size_t>(slot)]);
   }
   return n;
+}
+
+std::int64_t check_model_input(const OpSupport& s, std::span<const StepCoefficients> steps, int call,
+                               const Tensor& latents, const Tensor& unet_in, const Tensor& t) {
+  constexpr std::string_view op = "model_input";
+  if (call < 0 || static_cast<std::size_t>(call) >= steps.size())
+    fail(op, cat("call ", call, " is outside the ", steps.size(), " steps given"));
+  for (const auto& [name, x] :
+       {std::pair<std::string_view, const Tensor*>{"latents", &latents}, {"unet_in", &unet_in}, {"t", &t}}) {
+    check_basic(s, op, name, *x);
+    check_strided(op, name, *x);
+    check_contiguous(op, name, *x);
+  }
+  check_dtype(op, "latents", latents, DType::F32);
+  check_dtype(op, "unet_in", unet_in, s.activations);
+  check_dtype(op, "t", t, DType::F32);
+  check_rank(op, "t", t, 1);
+  const std::int64_t n = latents.rank() > 0 ? latents.shape[0] : 0;
+  bool copies = latents.rank() == unet_in.rank() && n > 0 && unet_in.shape[0] % n == 0;
+  for (int i = 1; copies && i < latents.rank(); ++i) copies = latents.shape[i] == unet_in.shape[i];
+  if (!copies || t.shape[0] != unet_in.shape[0])
+    fail(op, cat("latents ", latents.shape.str(), ", unet_in ", unet_in.shape.str(), " and t ", t.shape.str(),
+                 "; expected unet_in to be whole copies of the latents and one timestep per row"));
+  check_no_overlap(op, "unet_in", unet_in, "latents", latents, InPlace::Forbidden);
+  check_no_overlap(op, "t", t, "latents", latents, InPlace::Forbidden);
+  check_no_overlap(op, "t", t, "unet_in", unet_in, InPlace::Forbidden);
+  return latents.numel();
 }
 
 }  // namespace sdgen

@@ -147,5 +147,10 @@ std::int64_t check_convert(const OpSupport& s, const Tensor& x, const Tensor& ou
 // twice that under guidance). Returns the sample's element count.
 std::int64_t check_scheduler_step(const OpSupport& s, std::span<const StepCoefficients> steps, int call,
                                   const StepTensors& t);
+// model_input: `call` indexes `steps`; latents F32 [n, ...] contiguous; unet_in contiguous in the
+// activation dtype, [k n, ...] for a whole k >= 1 with latents' other dimensions; t F32 [k n]. Not
+// overlapping. Returns the latents' element count.
+std::int64_t check_model_input(const OpSupport& s, std::span<const StepCoefficients> steps, int call,
+                               const Tensor& latents, const Tensor& unet_in, const Tensor& t);
 
 }  // namespace sdgen

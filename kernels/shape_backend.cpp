@@ -1,6 +1,8 @@
 // ShapeBackend: each op is its check and nothing else (see shape_backend.hpp).
 #include "kernels/shape_backend.hpp"
 
+#include <algorithm>
+
 namespace sdgen {
 
 Tensor ShapeBackend::prepare_weight(const Tensor& w, WeightUse use) {
@@ -13,12 +15,14 @@ void ShapeBackend::linear(const Tensor& x, const Tensor& w, const Tensor& out, c
 }
 
 void ShapeBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor& out, const Conv2dArgs& args) {
-  check_conv2d(support_, x, w, out, args);
+  const Conv2dGeometry g = check_conv2d(support_, x, w, out, args);
+  if (scratch_.conv2d) planned_scratch_ = std::max(planned_scratch_, scratch_.conv2d(g));
 }
 
 void ShapeBackend::group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& out,
                               const GroupNormArgs& args) {
-  check_group_norm(support_, x, gamma, beta, out, args);
+  const GroupNormGeometry g = check_group_norm(support_, x, gamma, beta, out, args);
+  if (scratch_.group_norm) planned_scratch_ = std::max(planned_scratch_, scratch_.group_norm(g));
 }
 
 void ShapeBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& out,
@@ -58,8 +62,32 @@ void ShapeBackend::embedding(const Tensor& ids, const Tensor& table, const Tenso
 void ShapeBackend::upload(const Tensor& host, const Tensor& dst) { check_transfer(support_, "upload", host, dst); }
 void ShapeBackend::download(const Tensor& src, const Tensor& host) { check_transfer(support_, "download", host, src); }
 void ShapeBackend::convert(const Tensor& x, const Tensor& out, const ConvertArgs&) { check_convert(support_, x, out); }
-void ShapeBackend::scheduler_step(std::span<const StepCoefficients> steps, int call, const StepTensors& tensors) {
-  check_scheduler_step(support_, steps, call, tensors);
+namespace {
+
+class ShapeDenoisingLoop final : public DenoisingLoop {
+ public:
+  ShapeDenoisingLoop(const OpSupport& support, std::span<const StepCoefficients> steps)
+      : support_(support), steps_(steps) {}
+  int call() const override { return call_; }
+  void run(const std::function<void()>& step) override { step(); }
+  void model_input(const Tensor& latents, const Tensor& unet_in, const Tensor& t) override {
+    check_model_input(support_, steps_, call_, latents, unet_in, t);
+  }
+  void scheduler_step(const StepTensors& tensors) override {
+    check_scheduler_step(support_, steps_, call_, tensors);
+    ++call_;
+  }
+
+ private:
+  OpSupport support_;
+  std::span<const StepCoefficients> steps_;
+  int call_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<DenoisingLoop> ShapeBackend::begin_denoising(std::span<const StepCoefficients> steps) {
+  return std::make_unique<ShapeDenoisingLoop>(support_, steps);
 }
 
 }  // namespace sdgen

@@ -60,6 +60,11 @@ struct StepCoefficients {
   // the clip combination: the kernel reads exactly these buffers, so a history slot not yet
   // written or an absent noise buffer is never touched.
   std::uint32_t reads;
+  // The UNet's inputs at this call: its timestep, and the factor the latents are scaled by
+  // (scale_model_input), so that they too come from the table and a replayed step needs no
+  // argument from the host.
+  float timestep;
+  float input_scale;
 };
 static_assert(std::is_trivially_copyable_v<StepCoefficients> && std::is_standard_layout_v<StepCoefficients>);
 

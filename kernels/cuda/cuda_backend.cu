@@ -11,19 +11,19 @@
 //   group/layer norm       norms.cuh (fp32 statistics; group norm split across blocks for the VAE)
 //   geglu, activation, add elementwise.cuh
 //   upsample, concat, timestep and token embedding, convert: layout.cuh
-//   scheduler_step         step_update.cuh: guidance + the scheduler update in one kernel, its
-//                          coefficients read from a device table uploaded once per generation
+//   the denoising loop     step_update.cuh: the UNet's inputs, then guidance + the scheduler
+//                          update in one kernel, from a device table of every call's coefficients
+//                          uploaded once per generation; one call captured as a CUDA graph and
+//                          replayed for the others (CudaDenoisingLoop)
 //
 // Memory. Weights are converted to fp16 on the host and uploaded once, in prepare_weight. Every
 // device allocation (weights, activations, workspaces) goes through DeviceMemory, which counts
 // it against --max-vram and the card's free memory, so running out is a DeviceMemoryError with
 // the numbers, never a CUDA error code. Activations come from the pipeline's arenas, one
-// cudaMalloc per stage; the workspaces (cuBLASLt's and im2col's, group norm's and the implicit
-// convolution's split-K partials) are allocated once and grow only the first time a larger shape is
-// seen, which the first denoising step does, so the loop itself allocates nothing.
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
+// cudaMalloc per stage. cuBLASLt's workspace and the im2col scratch are allocated with the backend;
+// the ops' scratch (group norm's statistics, the implicit convolution's split-K partials) is sized
+// by the planning pass of each stage (shape_only() measures it) and reserved before the stage's
+// arena, so the stage allocates nothing and --max-vram advice counts it.
 #include <algorithm>
 #include <cstring>
 #include <list>
@@ -36,6 +36,7 @@
 #include "kernels/cuda/gemm.hpp"
 #include "kernels/cuda/layout.cuh"
 #include "kernels/cuda/norms.cuh"
+#include "kernels/cuda/runtime_api.hpp"
 #include "kernels/cuda/step_update.cuh"
 #include "kernels/cuda_backend.hpp"
 #include "kernels/device_info.hpp"
@@ -73,11 +74,13 @@ class DeviceMemory final : public Allocator {
     const std::size_t rounded = (std::max<std::size_t>(bytes, 1) + 255) / 256 * 256;
     check_cap(rounded, what);
     void* p = nullptr;
-    if (cudaMalloc(&p, rounded) != cudaSuccess) {
+    if (const cudaError_t err = cudaMalloc(&p, rounded); err != cudaSuccess) {
       cudaGetLastError();
+      if (err != cudaErrorMemoryAllocation)
+        throw BackendError(cat("cuda: allocating ", megabytes(rounded), " for ", what, " failed: ", cudaGetErrorString(err)));
       std::size_t free = 0, total = 0;
       cudaMemGetInfo(&free, &total);
-      throw DeviceMemoryError(cat("out of device memory: ", what, " needs ", megabytes(rounded), " more, but the GPU has ",
+      throw DeviceMemoryError(cat("out of device memory: ", megabytes(rounded), " more for ", what, ", but the GPU has ",
                                   megabytes(free), " free of ", megabytes(total), " (", megabytes(in_use_),
                                   " held by sdgen)"),
                               rounded, free);
@@ -103,7 +106,7 @@ class DeviceMemory final : public Allocator {
 
   void check_cap(std::size_t bytes, const char* what) const {
     if (limit_ && in_use_ + bytes > *limit_)
-      throw DeviceMemoryError(cat("out of device memory: ", what, " needs ", megabytes(bytes), " more, but ",
+      throw DeviceMemoryError(cat("out of device memory: ", megabytes(bytes), " more for ", what, ", but ",
                                   megabytes(in_use_), " of the ", megabytes(*limit_), " allowed by --max-vram are in use"),
                               bytes, *limit_ > in_use_ ? *limit_ - in_use_ : 0);
   }
@@ -194,7 +197,6 @@ class CudaBackend final : public Backend {
     memory_.check_cap(gemm_options.scratch_bytes + gemm_options.cublaslt_workspace_bytes, "cuBLASLt's workspace");
     gemm_ = std::make_unique<cuda::LtGemm>(gemm_options);
     memory_.count_external(gemm_->workspace_bytes(), "cuBLASLt's workspace");
-    step_index_.emplace(memory_, sizeof(int), "the step index");
   }
   ~CudaBackend() override {
     if (stream_) cudaStreamDestroy(stream_);
@@ -203,7 +205,28 @@ class CudaBackend final : public Backend {
   static OpSupport support() { return OpSupport{DeviceKind::Cuda, DType::F16, DType::F16, DTypeSet{DType::F16}}; }
 
   std::string_view name() const override { return "cuda"; }
-  std::unique_ptr<Backend> shape_only() const override { return std::make_unique<ShapeBackend>(support()); }
+  // The planning twin measures the scratch of this backend's convolutions and group norms, so
+  // the pipeline reserves it before a stage (reserve_scratch) and counts it in its advice.
+  std::unique_ptr<Backend> shape_only() const override {
+    const int multiprocessors = multiprocessors_;
+    return std::make_unique<ShapeBackend>(
+        support(), ScratchModel{.conv2d =
+                                    [multiprocessors](const Conv2dGeometry& g) {
+                                      // The implicit-GEMM path's split-K partials (an aligned conv
+                                      // whose channels are multiples of 8; the others go through
+                                      // cuBLASLt, whose workspace is held from the start).
+                                      if (g.cin % 8 != 0 || g.cout % 8 != 0) return std::size_t{0};
+                                      return static_cast<std::size_t>(
+                                                 cuda::conv2d_implicit_workspace_floats(g, multiprocessors)) *
+                                             sizeof(float);
+                                    },
+                                .group_norm =
+                                    [](const GroupNormGeometry& g) {
+                                      return static_cast<std::size_t>(cuda::group_norm_workspace_floats(g)) *
+                                             sizeof(float);
+                                    }});
+  }
+  void reserve_scratch(std::size_t bytes) override { scratch_.get(bytes); }
   Allocator& allocator() override { return memory_; }
   DType activation_dtype() const override { return DType::F16; }
   std::size_t held_bytes() const override { return weight_bytes_ + gemm_->workspace_bytes() + scratch_bytes(); }
@@ -277,38 +300,7 @@ class CudaBackend final : public Backend {
     }
   }
 
-  // The coefficients of every call are uploaded when a new generation's table arrives, then the
-  // kernel reads the entry at the device-side index: the same launch for every call.
-  void scheduler_step(std::span<const StepCoefficients> steps, int call, const StepTensors& t) override {
-    const std::int64_t n = check_scheduler_step(support(), steps, call, t);
-    const std::size_t table_bytes = steps.size_bytes();
-    if (steps.data() != uploaded_steps_ || table_bytes != uploaded_steps_bytes_) {
-      step_table_.reset();
-      step_table_.emplace(memory_, table_bytes, "the scheduler's coefficients");
-      check_cuda(cudaMemcpyAsync(step_table_->data(), steps.data(), table_bytes, cudaMemcpyHostToDevice, stream_),
-                 "uploading the scheduler's coefficients");
-      uploaded_steps_ = steps.data();
-      uploaded_steps_bytes_ = table_bytes;
-    }
-    // The index is set from the host here; a captured graph would advance it with advance_step.
-    check_cuda(cudaMemcpyAsync(step_index_->data(), &call, sizeof(int), cudaMemcpyHostToDevice, stream_),
-               "setting the step index");
-    cuda::StepUpdateLaunch l{
-        .steps = cuda::GlobalPtr<const StepCoefficients>(static_cast<const StepCoefficients*>(step_table_->data()),
-                                                         steps.size(), "steps"),
-        .step_count = static_cast<int>(steps.size()),
-        .step_index = cuda::GlobalPtr<const int>(static_cast<const int*>(step_index_->data()), 1, "step_index"),
-        .model_output = device_view<const __half>(t.model_output, "model_output"),
-        .sample = device_view<float>(t.sample, "sample"),
-        .noise = optional_view<float>(t.noise, "noise"),
-        .elements = n,
-        .stream = stream_};
-    for (int slot = 0; slot < kStepHistorySlots; ++slot)
-      if (const Tensor* h = t.history[static_cast<std::size_t>(slot)]) l.history[slot] = device_view<float>(*h, "history");
-    cuda::step_update(l);
-    // The host's `call` must stay alive until the copy above ran.
-    synchronize();
-  }
+  std::unique_ptr<DenoisingLoop> begin_denoising(std::span<const StepCoefficients> steps) override;
 
   void linear(const Tensor& x, const Tensor& w, const Tensor& out, const LinearArgs& args) override {
     const LinearGeometry g = check_linear(support(), x, w, out, args);
@@ -336,7 +328,7 @@ class CudaBackend final : public Backend {
                                  .stream = stream_};
     if (cuda::conv2d_implicit_supported(l)) {
       const auto floats = static_cast<std::size_t>(cuda::conv2d_implicit_workspace_floats(g, multiprocessors_));
-      l.workspace = cuda::GlobalPtr<float>(static_cast<float*>(conv_workspace_.get(floats * sizeof(float))), floats,
+      l.workspace = cuda::GlobalPtr<float>(static_cast<float*>(scratch_.get(floats * sizeof(float))), floats,
                                            "conv workspace");
       cuda::conv2d_implicit(l);
       return;
@@ -361,7 +353,7 @@ class CudaBackend final : public Backend {
                              .beta = device_view<const __half>(beta, "beta"),
                              .out = device_view<__half>(out, "out"),
                              .workspace = cuda::GlobalPtr<float>(
-                                 static_cast<float*>(norm_workspace_.get(floats * sizeof(float))), floats, "workspace"),
+                                 static_cast<float*>(scratch_.get(floats * sizeof(float))), floats, "workspace"),
                              .geometry = g,
                              .eps = args.eps,
                              .act = args.silu ? Act::Silu : Act::None,
@@ -471,7 +463,8 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  std::size_t scratch_bytes() const { return norm_workspace_.bytes() + conv_workspace_.bytes(); }
+  friend class CudaDenoisingLoop;
+  std::size_t scratch_bytes() const { return scratch_.bytes(); }
 
   int device_;
   DeviceMemory memory_;
@@ -480,14 +473,120 @@ class CudaBackend final : public Backend {
   std::unique_ptr<cuda::LtGemm> gemm_;
   std::list<DeviceBlock> weights_;
   std::size_t weight_bytes_ = 0;
-  Workspace norm_workspace_{memory_, "group norm's workspace"};
-  Workspace conv_workspace_{memory_, "the convolution's split-K workspace"};
-  std::optional<DeviceBlock> step_table_;
-  const StepCoefficients* uploaded_steps_ = nullptr;
-  std::size_t uploaded_steps_bytes_ = 0;
-  std::optional<DeviceBlock> step_index_;
+  // The ops' scratch: the implicit convolution's split-K partials, group norm's statistics.
+  Workspace scratch_{memory_, "the ops' scratch (split-K partials, group statistics)"};
   std::optional<DeviceBlock> embedding_error_;
 };
+
+// The loop of one generation on the GPU. Its table of every call's coefficients and the current
+// call (the step index) live in device memory, uploaded once here; model_input and the step
+// kernels read the entry at the index, and advance_step moves it on. So every call enqueues the
+// same launches with the same arguments, and the loop records them once as a CUDA graph:
+//   call 0  runs eagerly: the first call is where the workspaces grow to their final size and
+//           cuBLASLt picks its algorithms, and neither may happen inside a capture (cudaMalloc
+//           is not capturable);
+//   call 1  is captured (cudaStreamCaptureModeGlobal, so any call that would break a graph fails
+//           the capture instead of silently running once), instantiated, then launched;
+//   later   calls launch the instantiated graph: one launch per step instead of hundreds.
+// The pipeline's contract (DenoisingLoop::run) keeps the captured work valid: the same arena
+// memory, rewound before each call; the noise uploaded into a fixed buffer before run().
+class CudaDenoisingLoop final : public DenoisingLoop {
+ public:
+  CudaDenoisingLoop(CudaBackend& backend, std::span<const StepCoefficients> steps)
+      : b_(backend),
+        steps_(steps),
+        table_(backend.memory_, std::max<std::size_t>(steps.size_bytes(), 1), "the scheduler's coefficients"),
+        index_(backend.memory_, sizeof(int), "the step index") {
+    check_cuda(cudaMemcpyAsync(table_.data(), steps.data(), steps.size_bytes(), cudaMemcpyHostToDevice, b_.stream_),
+               "uploading the scheduler's coefficients");
+    check_cuda(cudaMemsetAsync(index_.data(), 0, sizeof(int), b_.stream_), "resetting the step index");
+    b_.synchronize();
+  }
+  ~CudaDenoisingLoop() override {
+    if (exec_) cudaGraphExecDestroy(exec_);
+  }
+  CudaDenoisingLoop(const CudaDenoisingLoop&) = delete;
+  CudaDenoisingLoop& operator=(const CudaDenoisingLoop&) = delete;
+
+  int call() const override { return call_; }
+
+  void run(const std::function<void()>& step) override {
+    if (exec_) {
+      check_cuda(cudaGraphLaunch(exec_, b_.stream_), "launching the captured denoising step");
+      ++call_;
+      return;
+    }
+    if (call_ == 0) {
+      step();
+      return;
+    }
+    check_cuda(cudaStreamBeginCapture(b_.stream_, cudaStreamCaptureModeGlobal), "starting the step's capture");
+    try {
+      step();
+    } catch (...) {
+      cudaGraph_t abandoned = nullptr;
+      cudaStreamEndCapture(b_.stream_, &abandoned);
+      if (abandoned) cudaGraphDestroy(abandoned);
+      cudaGetLastError();
+      throw;
+    }
+    cudaGraph_t graph = nullptr;
+    check_cuda(cudaStreamEndCapture(b_.stream_, &graph),
+               "capturing the denoising step (an op in it synchronized, allocated or copied from the host)");
+    const cudaError_t instantiated = cudaGraphInstantiate(&exec_, graph, 0);
+    cudaGraphDestroy(graph);
+    check_cuda(instantiated, "instantiating the captured denoising step");
+    check_cuda(cudaGraphLaunch(exec_, b_.stream_), "launching the captured denoising step");
+  }
+
+  void model_input(const Tensor& latents, const Tensor& unet_in, const Tensor& t) override {
+    const std::int64_t n = check_model_input(CudaBackend::support(), steps_, call_, latents, unet_in, t);
+    cuda::model_input({.steps = table(),
+                       .step_count = static_cast<int>(steps_.size()),
+                       .step_index = index(),
+                       .latents = device_view<const float>(latents, "latents"),
+                       .unet_in = device_view<__half>(unet_in, "unet_in"),
+                       .t = device_view<float>(t, "t"),
+                       .elements = n,
+                       .copies = unet_in.numel() / n,
+                       .rows = t.shape[0],
+                       .stream = b_.stream_});
+  }
+
+  void scheduler_step(const StepTensors& t) override {
+    const std::int64_t n = check_scheduler_step(CudaBackend::support(), steps_, call_, t);
+    cuda::StepUpdateLaunch l{.steps = table(),
+                             .step_count = static_cast<int>(steps_.size()),
+                             .step_index = index(),
+                             .model_output = device_view<const __half>(t.model_output, "model_output"),
+                             .sample = device_view<float>(t.sample, "sample"),
+                             .noise = optional_view<float>(t.noise, "noise"),
+                             .elements = n,
+                             .stream = b_.stream_};
+    for (int slot = 0; slot < kStepHistorySlots; ++slot)
+      if (const Tensor* h = t.history[static_cast<std::size_t>(slot)]) l.history[slot] = device_view<float>(*h, "history");
+    cuda::step_update(l);
+    cuda::advance_step(cuda::GlobalPtr<int>(static_cast<int*>(index_.data()), 1, "step_index"), b_.stream_);
+    ++call_;
+  }
+
+ private:
+  cuda::GlobalPtr<const StepCoefficients> table() const {
+    return {static_cast<const StepCoefficients*>(table_.data()), steps_.size(), "steps"};
+  }
+  cuda::GlobalPtr<const int> index() const { return {static_cast<const int*>(index_.data()), 1, "step_index"}; }
+
+  CudaBackend& b_;
+  std::span<const StepCoefficients> steps_;
+  DeviceBlock table_;
+  DeviceBlock index_;
+  int call_ = 0;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+std::unique_ptr<DenoisingLoop> CudaBackend::begin_denoising(std::span<const StepCoefficients> steps) {
+  return std::make_unique<CudaDenoisingLoop>(*this, steps);
+}
 
 }  // namespace
 

@@ -12,12 +12,12 @@
 // Not thread-safe: one LtGemm per stream-issuing thread, as the backend has.
 #pragma once
 
-#include <cuda_runtime_api.h>
 
 #include <cstddef>
 #include <memory>
 
 #include "kernels/cuda/gemm_plan.hpp"
+#include "kernels/cuda/runtime_api.hpp"
 
 namespace sdgen::cuda {
 

@@ -107,6 +107,31 @@ __global__ void __launch_bounds__(kBlockThreads) step_update_kernel(StepUpdatePa
 
 __global__ void advance_step_kernel(GlobalPtr<int> step_index) { step_index[0] += 1; }
 
+struct ModelInputParams {
+  GlobalPtr<const StepCoefficients> steps;
+  GlobalPtr<const int> step_index;
+  GlobalPtr<const float> latents;  // [elements]
+  GlobalPtr<__half> unet_in;       // [copies * elements]
+  GlobalPtr<float> t;              // [rows]
+  std::int64_t elements;
+  std::int64_t copies;
+  std::int64_t rows;
+  int step_count;
+};
+
+// unet_in = latents * input_scale rounded to fp16 (the product in fp32 and rounded once, as the
+// convert kernel and the host do), every copy; the first `rows` threads also write t.
+__global__ void __launch_bounds__(kBlockThreads) model_input_kernel(ModelInputParams p) {
+  const int index = p.step_index[0];
+  if (index < 0 || index >= p.step_count) return;
+  const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const StepCoefficients& s = p.steps[index];
+  if (i < p.rows) p.t[i] = s.timestep;
+  if (i >= p.elements) return;
+  const __half v = __float2half(__fmul_rn(p.latents[i], s.input_scale));
+  for (std::int64_t copy = 0; copy < p.copies; ++copy) p.unet_in[copy * p.elements + i] = v;
+}
+
 }  // namespace step
 
 // One denoising step: the entry *step_index of `steps` applied to every latent element.
@@ -145,6 +170,38 @@ inline void step_update(const StepUpdateLaunch& l) {
   for (int slot = 0; slot < kStepHistorySlots; ++slot) p.history[slot] = l.history[slot];
   const auto blocks = unsigned((l.elements + step::kBlockThreads - 1) / step::kBlockThreads);
   launch(SDGEN_KERNEL(step::step_update_kernel), {.grid = blocks, .block = step::kBlockThreads, .stream = l.stream}, p);
+}
+
+// The UNet's inputs of the call at *step_index (its timestep and scale_model_input, from the same
+// table as step_update, for the same reason): unet_in = `copies` copies of latents scaled by the
+// entry's input_scale, in fp16; t[0 .. rows) = the entry's timestep. Outside the table, nothing.
+struct ModelInputLaunch {
+  GlobalPtr<const StepCoefficients> steps;
+  int step_count = 0;
+  GlobalPtr<const int> step_index;
+  GlobalPtr<const float> latents;
+  GlobalPtr<__half> unet_in;
+  GlobalPtr<float> t;
+  std::int64_t elements = 0;  // of latents
+  std::int64_t copies = 1;    // unet_in holds copies * elements
+  std::int64_t rows = 0;      // of t
+  Stream stream = nullptr;
+};
+
+inline void model_input(const ModelInputLaunch& l) {
+  const std::int64_t threads = l.elements > l.rows ? l.elements : l.rows;
+  if (threads == 0) return;
+  const auto blocks = unsigned((threads + step::kBlockThreads - 1) / step::kBlockThreads);
+  launch(SDGEN_KERNEL(step::model_input_kernel), {.grid = blocks, .block = step::kBlockThreads, .stream = l.stream},
+         step::ModelInputParams{.steps = l.steps,
+                                .step_index = l.step_index,
+                                .latents = l.latents,
+                                .unet_in = l.unet_in,
+                                .t = l.t,
+                                .elements = l.elements,
+                                .copies = l.copies,
+                                .rows = l.rows,
+                                .step_count = l.step_count});
 }
 
 // *step_index += 1, queued after step_update on the same stream.

@@ -44,17 +44,18 @@ void from_host(Backend& backend, std::vector<T>& host, const Tensor& t) {
   backend.upload(Tensor::contiguous(host.data(), dtype, t.shape), t);
 }
 
-// The activation requests a stage makes, recorded by running it on the backend's shape-only twin:
-// nothing is computed or allocated. An Arena then serves the same requests from one block.
+// The activation requests a stage makes and the scratch its ops need, recorded by running it on the
+// backend's shape-only twin: nothing is computed or allocated. An Arena then serves the same
+// requests from one block, and the backend reserves the scratch beforehand.
 template <class Stage>
-std::vector<AllocationRecord> record_requests(Backend& backend, Stage&& stage) {
+StagePlan plan_stage(Backend& backend, Stage&& stage) {
   const auto shapes = backend.shape_only();
   PlanningAllocator planner(backend.allocator().device());
   {
     Ctx plan{*shapes, planner, backend.activation_dtype()};
     stage(plan);
   }
-  return planner.records();
+  return {planner.records(), shapes->planned_scratch_bytes()};
 }
 
 // Rows [first, first + count) of a contiguous [B, ...] tensor.
@@ -110,21 +111,32 @@ Pipeline::Pipeline(const weights::OpenedModel& model, Backend& backend)
       text_encoder_(model.text_encoder),
       unet_(model.unet),
       vae_(model.vae) {
-  stores_.push_back(load(backend, "text_encoder", text_encoder_, model.text_encoder_tensors));
-  stores_.push_back(load(backend, "unet", unet_, model.unet_tensors));
-  stores_.push_back(load(backend, "vae", vae_, model.vae_tensors));
+  try {
+    stores_.push_back(load(backend, "text_encoder", text_encoder_, model.text_encoder_tensors));
+    stores_.push_back(load(backend, "unet", unet_, model.unet_tensors));
+    stores_.push_back(load(backend, "vae", vae_, model.vae_tensors));
+  } catch (const DeviceMemoryError& e) {
+    throw DeviceMemoryError(cat(e.what(), ". The model's weights alone do not fit, so no smaller image or batch can run"),
+                            e.requested, e.available);
+  }
 }
 
 Pipeline::~Pipeline() = default;
 
-std::vector<AllocationRecord> Pipeline::unet_step_requests(std::int64_t rows, std::int64_t h, std::int64_t w,
-                                                           const Shape& context) const {
-  return record_requests(backend_, [&](Ctx& plan) {
+StagePlan Pipeline::plan_unet_step(std::int64_t rows, std::int64_t h, std::int64_t w, const Shape& context) const {
+  return plan_stage(backend_, [&](Ctx& plan) {
     const auto unet_in = plan.alloc({rows, h, w, model_.unet.in_channels});
     const auto t = plan.alloc({rows}, DType::F32);
     const auto context_view =
         Tensor::contiguous(nullptr, backend_.activation_dtype(), context, plan.allocator.device());
     const auto eps = unet_.forward(plan, unet_in, t, context_view);
+  });
+}
+
+StagePlan Pipeline::plan_vae_decode(std::int64_t h, std::int64_t w) const {
+  return plan_stage(backend_, [&](Ctx& plan) {
+    const auto z = plan.alloc({1, h, w, model_.unet.in_channels});
+    const auto decoded = vae_.decode(plan, z);
   });
 }
 
@@ -135,8 +147,14 @@ std::string Pipeline::fit_advice(const GenerateRequest& r, std::int64_t tokens, 
   const auto act_bytes = static_cast<std::int64_t>(dtype_size(backend_.activation_dtype()));
   const auto needs = [&](std::int64_t batch, std::int64_t width, std::int64_t height) {
     const std::int64_t rows = guided ? 2 * batch : batch, h = height / 8, w = width / 8;
-    const auto arena = plan_arena(unet_step_requests(rows, h, w, Shape{rows, tokens, hidden})).total_bytes;
-    return arena + static_cast<std::size_t>(rows * tokens * hidden * act_bytes + latent_buffers * batch * h * w * c * 4);
+    const auto latent_bytes = static_cast<std::size_t>(batch * h * w * c * 4);
+    const StagePlan unet = plan_unet_step(rows, h, w, Shape{rows, tokens, hidden});
+    const StagePlan vae = plan_vae_decode(h, w);
+    const std::size_t denoising = plan_arena(unet.requests).total_bytes +
+                                  static_cast<std::size_t>(rows * tokens * hidden * act_bytes) +
+                                  static_cast<std::size_t>(latent_buffers) * latent_bytes;
+    const std::size_t decoding = plan_arena(vae.requests).total_bytes + latent_bytes;
+    return std::max(denoising, decoding) + std::max(unet.scratch_bytes, vae.scratch_bytes);
   };
   std::string advice;
   std::int64_t batch = r.batch - 1;
@@ -252,8 +270,10 @@ GeneratedImages Pipeline::generate(const GenerateRequest& r, const ProgressFn& p
   std::vector<StepCoefficients> steps;
   bool draws_noise = false;
   for (int call = 0; call < scheduler.num_calls(); ++call) {
-    steps.push_back(schedulers::to_step_coefficients(scheduler.plan(call),
-                                                     guided ? std::optional(r.guidance_scale) : std::nullopt));
+    StepCoefficients& coefficients = steps.emplace_back(schedulers::to_step_coefficients(
+        scheduler.plan(call), guided ? std::optional(r.guidance_scale) : std::nullopt));
+    coefficients.timestep = timesteps[static_cast<std::size_t>(call)];
+    coefficients.input_scale = static_cast<float>(scheduler.model_input_scale(call));
     draws_noise = draws_noise || scheduler.needs_noise(call);
   }
   Activation step_noise;
@@ -269,46 +289,56 @@ GeneratedImages Pipeline::generate(const GenerateRequest& r, const ProgressFn& p
   // Every step makes the same requests in the same order, so their memory is planned once, by a
   // shape-only run of one step, and served from one block: no allocation inside the loop.
   // The block is returned before the VAE decode, whose activations set the run's peak memory.
+  // Running out of memory for a stage's scratch or arena: the error says what would fit. What this
+  // request holds beside the weights (`held`) goes back into the budget the advice plans with.
+  const int latent_buffers = 1 + static_cast<int>(history.size()) + (draws_noise ? 1 : 0);
+  std::size_t scratch_held = 0;
+  const auto with_advice = [&](const DeviceMemoryError& e, std::size_t held) {
+    return DeviceMemoryError(
+        cat(e.what(), ". ", fit_advice(r, tokens, latent_buffers, e.available + held + scratch_held)), e.requested,
+        e.available);
+  };
   {
-    auto requests = unet_step_requests(rows, h, w, context.view().shape);
-    auto plan = plan_arena(requests);
+    StagePlan step_plan = plan_unet_step(rows, h, w, context.view().shape);
     std::optional<Arena> arena_block;
     try {
-      arena_block.emplace(memory, std::move(plan), std::move(requests));
+      backend_.reserve_scratch(step_plan.scratch_bytes);
+      scratch_held = step_plan.scratch_bytes;
+      arena_block.emplace(memory, plan_arena(step_plan.requests), std::move(step_plan.requests));
     } catch (const DeviceMemoryError& e) {
-      // What this request holds beside the weights goes back into the budget the advice plans with.
-      const int latent_buffers = 1 + static_cast<int>(history.size()) + (draws_noise ? 1 : 0);
-      const std::size_t held = context.view().nbytes() + static_cast<std::size_t>(latent_buffers) * latents.view().nbytes();
-      throw DeviceMemoryError(cat(e.what(), ". ", fit_advice(r, tokens, latent_buffers, e.available + held)),
-                              e.requested, e.available);
+      throw with_advice(e, context.view().nbytes() + static_cast<std::size_t>(latent_buffers) * latents.view().nbytes());
     }
     Arena& arena = *arena_block;
     Ctx step_ctx{backend_, arena, backend_.activation_dtype()};
+    // Every call's work is the same ops on the same arena memory (the arena is rewound before each
+    // and serves the same requests in the same order), reading the call's coefficients from
+    // `steps` inside the backend: what a device backend needs to record one call and replay it.
+    const auto loop = backend_.begin_denoising(steps);
     for (int call = 0; call < scheduler.num_calls(); ++call) {
       stop_if_cancelled();
       start = Clock::now();
-      arena.rewind();
-      auto unet_in = step_ctx.alloc({rows, h, w, c});
-      auto t = step_ctx.alloc({rows}, DType::F32);
-      const ConvertArgs input_scale{.scale = static_cast<float>(scheduler.model_input_scale(call))};
-      for (std::int64_t copy = 0; copy < rows / n; ++copy) backend_.convert(latents, batch_rows(unet_in, copy * n, n), input_scale);
-      std::vector<float> host_t(static_cast<std::size_t>(rows), timesteps[static_cast<std::size_t>(call)]);
-      from_host(backend_, host_t, t);
-      const auto eps = unet_.forward(step_ctx, unet_in, t, context);  // [rows, h, w, c]
-      if (dump) {
-        const auto out = to_host(backend_, eps);
-        const auto half = [&](std::int64_t k) { return std::span(out).subspan(static_cast<std::size_t>(k * latent_nhwc.numel()),
-                                                                              static_cast<std::size_t>(latent_nhwc.numel())); };
-        if (guided) record_step("eps.steps.uncond", half(0));
-        record_step("eps.steps.cond", half(guided ? 1 : 0));
-      }
       if (scheduler.needs_noise(call)) {
         auto drawn = draw_latent_noise(generator, latent_nchw);
         if (dump) record_step("step_noise", drawn);
         from_host(backend_, drawn, step_noise);
       }
-      step_tensors.model_output = eps;
-      backend_.scheduler_step(steps, call, step_tensors);
+      loop->run([&] {
+        arena.rewind();
+        auto unet_in = step_ctx.alloc({rows, h, w, c});
+        auto t = step_ctx.alloc({rows}, DType::F32);
+        loop->model_input(latents, unet_in, t);
+        const auto eps = unet_.forward(step_ctx, unet_in, t, context);  // [rows, h, w, c]
+        step_tensors.model_output = eps;
+        loop->scheduler_step(step_tensors);
+      });
+      // The UNet output stays in the arena until the next call rewinds it.
+      if (dump) {
+        const auto out = to_host(backend_, step_tensors.model_output);
+        const auto half = [&](std::int64_t k) { return std::span(out).subspan(static_cast<std::size_t>(k * latent_nhwc.numel()),
+                                                                              static_cast<std::size_t>(latent_nhwc.numel())); };
+        if (guided) record_step("eps.steps.uncond", half(0));
+        record_step("eps.steps.cond", half(guided ? 1 : 0));
+      }
       if (dump) record_step("latents.steps", to_host(backend_, latents));
       backend_.synchronize();
       result.seconds.steps.push_back(seconds_since(start));
@@ -331,12 +361,17 @@ GeneratedImages Pipeline::generate(const GenerateRequest& r, const ProgressFn& p
   }
   // Planned like the UNet step: one block for every image's decode, so the decoder's large
   // activations are mapped and faulted in once instead of at every op.
-  auto vae_requests = record_requests(backend_, [&](Ctx& plan) {
-    const auto z = plan.alloc({1, h, w, c});
-    const auto decoded = vae_.decode(plan, z);
-  });
-  auto vae_plan = plan_arena(vae_requests);
-  Arena vae_arena(memory, std::move(vae_plan), std::move(vae_requests));
+  StagePlan decode_plan = plan_vae_decode(h, w);
+  std::optional<Arena> vae_arena_block;
+  try {
+    const std::size_t step_scratch = std::exchange(scratch_held, 0);  // a scratch that grows is reallocated
+    backend_.reserve_scratch(decode_plan.scratch_bytes);
+    scratch_held = std::max(step_scratch, decode_plan.scratch_bytes);
+    vae_arena_block.emplace(memory, plan_arena(decode_plan.requests), std::move(decode_plan.requests));
+  } catch (const DeviceMemoryError& e) {
+    throw with_advice(e, context.view().nbytes() + latents.view().nbytes());
+  }
+  Arena& vae_arena = *vae_arena_block;
   Ctx vae_ctx{backend_, vae_arena, backend_.activation_dtype()};
   for (std::int64_t img = 0; img < n; ++img) {
     stop_if_cancelled();

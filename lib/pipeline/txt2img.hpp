@@ -89,6 +89,13 @@ using ProgressFn = std::function<void(int done, int total)>;
 // not throw.
 using CancelFn = std::function<bool()>;
 
+// A stage's memory, planned by running it on the backend's shape-only twin: its activation
+// requests (served by an Arena) and the scratch its ops need (Backend::reserve_scratch).
+struct StagePlan {
+  std::vector<AllocationRecord> requests;
+  std::size_t scratch_bytes = 0;
+};
+
 class Pipeline {
  public:
   // Builds the networks from the opened model's configs, checks every tensor (ModelError on any
@@ -107,14 +114,16 @@ class Pipeline {
   std::size_t weight_bytes() const;
 
  private:
-  // The activation requests of one UNet call on a [rows, h, w, in_channels] latent batch with a
-  // [rows, tokens, C] context, recorded by a shape-only run (nothing is allocated or computed).
-  std::vector<AllocationRecord> unet_step_requests(std::int64_t rows, std::int64_t h, std::int64_t w,
-                                                   const Shape& context) const;
-  // When memory runs out before the denoising loop: what would fit (a smaller batch at this size, a
-  // smaller size at this batch) in `budget` bytes, the memory left beside the weights. A request
-  // needs its text context, `latent_buffers` F32 latent-sized buffers (sample, scheduler history,
-  // noise) and the UNet step's arena, all planned, nothing allocated.
+  // The activation requests and op scratch of one UNet call on a [rows, h, w, in_channels] latent
+  // batch with a [rows, tokens, C] context, and of one image's VAE decode from an [1, h, w, c]
+  // latent, recorded by shape-only runs (nothing is allocated or computed).
+  StagePlan plan_unet_step(std::int64_t rows, std::int64_t h, std::int64_t w, const Shape& context) const;
+  StagePlan plan_vae_decode(std::int64_t h, std::int64_t w) const;
+  // When memory runs out: what would fit (a smaller batch at this size, a smaller size at this
+  // batch) in `budget` bytes, the memory left beside the weights. The denoising loop needs the text
+  // context, `latent_buffers` F32 latent-sized buffers (sample, scheduler history, noise) and the
+  // UNet step's arena; the decode then needs the latents and its own arena; the op scratch is held
+  // throughout at the larger of the two stages' needs. All planned, nothing allocated.
   std::string fit_advice(const GenerateRequest& request, std::int64_t tokens, int latent_buffers,
                          std::size_t budget) const;
 

@@ -20,9 +20,10 @@ struct Run {
 
 inline std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
 
-// `args` is passed through the shell; quote paths with quoted().
-inline Run run_sdgen(const std::string& args) {
-  const std::string command = quoted(sdgen_binary()) + " " + args + " 2>&1";
+// `args` is passed through the shell; quote paths with quoted(). `binary`: sdgen, or the build of it
+// on the emulated GPU (sdgen_emulated_gpu_binary()).
+inline Run run_sdgen(const std::string& args, const std::filesystem::path& binary = sdgen_binary()) {
+  const std::string command = quoted(binary) + " " + args + " 2>&1";
   Run run;
   FILE* pipe = popen(command.c_str(), "r");
   REQUIRE(pipe != nullptr);

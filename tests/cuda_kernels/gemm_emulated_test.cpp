@@ -7,7 +7,8 @@
 // gemm_gpu_test.cu runs cases of the same kind through LtGemm on a GPU.
 //
 // Tolerances: those of gemm_test_support.hpp, against the reference backend and a naive fp16
-// computation. host_gemm accumulates in fp32 and rounds once to fp16, as cuBLASLt does.
+// computation. host_gemm (kernels/cuda/emu/emulated_gemm.hpp, the emulated backend's GEMM too)
+// accumulates in fp32 and rounds once to fp16, as cuBLASLt does.
 // Emulation only (compiled into sdgen_cuda_kernels_tests, not cuda_kernels_gpu.cu): host_gemm
 // reads the device pointers as host memory.
 #include <catch2/catch.hpp>
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cuda/emu/emulated_gemm.hpp"
 #include "kernels/cuda/gemm_plan.hpp"
 #include "kernels/cuda/gemm_steps.cuh"
 #include "lib/core/half.hpp"
@@ -26,31 +28,7 @@ namespace sdgen::test::gemm_emulated_test {
 
 using namespace gemm_support;
 
-// One GemmCall as cuBLASLt computes it: out[i, j] = epilogue(alpha * sum_k a[i, k] w[j, k] +
-// beta * c[i, j] + bias[j]) in fp32, cuBLASLt's GELU being the tanh form, rounded once to fp16.
-void host_gemm(const cuda::GemmCall& call) {
-  const cuda::GemmKey& key = call.key;
-  const auto* a = static_cast<const std::uint16_t*>(call.a);
-  const auto* w = static_cast<const std::uint16_t*>(call.w);
-  const auto* c = static_cast<const std::uint16_t*>(call.c);
-  const auto* bias = static_cast<const std::uint16_t*>(call.bias);
-  auto* out = static_cast<std::uint16_t*>(call.out);
-  const bool has_bias = key.epilogue == cuda::GemmEpilogue::Bias || key.epilogue == cuda::GemmEpilogue::GeluTanhBias;
-  const bool gelu = key.epilogue == cuda::GemmEpilogue::GeluTanh || key.epilogue == cuda::GemmEpilogue::GeluTanhBias;
-  REQUIRE((key.c == cuda::GemmC::Residual) == (c != nullptr));
-  REQUIRE(has_bias == (bias != nullptr));
-  for (std::int64_t i = 0; i < key.m; ++i)
-    for (std::int64_t j = 0; j < key.n; ++j) {
-      float acc = 0.0f;
-      for (std::int64_t k = 0; k < key.k; ++k)
-        acc += f16_to_f32(a[i * key.a_row_stride + k]) * f16_to_f32(w[j * key.k + k]);
-      float v = call.alpha * acc;
-      if (c) v += call.beta * f16_to_f32(c[i * key.c_row_stride + j]);
-      if (has_bias) v += f16_to_f32(bias[j]);
-      if (gelu) v = 0.5f * v * (1.0f + std::tanh(0.79788456f * (v + 0.044715f * v * v * v)));
-      out[i * key.out_row_stride + j] = f32_to_f16(v);
-    }
-}
+using cuda::emu::host_gemm;
 
 void run_emulated_linear(const cuda::GemmLinear& op) { cuda::run_linear(cuda::plan_linear(op), nullptr, host_gemm); }
 

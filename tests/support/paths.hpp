@@ -12,5 +12,8 @@ std::filesystem::path data_dir();
 std::filesystem::path shared_dir();
 // The sdgen executable, for tests that run the real command line.
 std::filesystem::path sdgen_binary();
+// The same command linked with the emulated CUDA backend (app/CMakeLists.txt): --device cuda runs
+// on the CUDA emulator, whose device memory SDGEN_EMULATED_GPU_MEMORY sets.
+std::filesystem::path sdgen_emulated_gpu_binary();
 
 }  // namespace sdgen::test

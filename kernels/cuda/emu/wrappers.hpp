@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/emu/checked_memory.hpp"
+#include "kernels/cuda/emu/host_runtime.hpp"
 #include "kernels/cuda/emu/runtime.hpp"
 
 namespace sdgen::cuda {
@@ -90,8 +91,11 @@ template <class... P, class... A>
 void launch(const Kernel<P...>& kernel, const LaunchConfig& config, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "launch: wrong number of kernel arguments");
   static_assert((std::is_trivially_copyable_v<P> && ...), "kernel parameters must be trivially copyable");
-  const std::tuple<P...> params(pass_argument<P>(std::forward<A>(args))...);
-  emu::run_grid(kernel.name, config.grid, config.block, config.shared_bytes, [&] { std::apply(kernel.fn, params); });
+  // The arguments are copied, as a launch copies them: a captured launch runs after they are gone.
+  emu::enqueue(config.stream, kernel.name,
+               [fn = kernel.fn, name = kernel.name, config, params = std::tuple<P...>(pass_argument<P>(std::forward<A>(args))...)] {
+                 emu::run_grid(name, config.grid, config.block, config.shared_bytes, [&] { std::apply(fn, params); });
+               });
 }
 
 }  // namespace sdgen::cuda

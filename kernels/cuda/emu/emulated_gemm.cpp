@@ -1,0 +1,105 @@
+// LtGemm (gemm.hpp) for the emulation build: the plans and their kernels exactly as gemm.cu runs
+// them (plan_linear / ConvPlan, run_linear / run_conv2d), each GemmCall queued on the stream as
+// host_gemm, a host loop with cuBLASLt's contract. Its memory is taken as gemm.cu takes it (one
+// cudaMalloc of cuBLASLt's workspace plus the scratch), so the backend's accounting is the GPU's.
+// What is not emulated is cuBLASLt itself: its descriptors, its heuristic and its kernels are tested
+// on a GPU only (tests/cuda_kernels/gemm_gpu_test.cu).
+#include "kernels/cuda/emu/emulated_gemm.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <unordered_set>
+
+#include "kernels/cuda/emu/host_runtime.hpp"
+#include "kernels/cuda/gemm.hpp"
+#include "kernels/cuda/gemm_steps.cuh"
+#include "lib/core/half.hpp"
+
+namespace sdgen::cuda {
+
+namespace emu {
+
+void host_gemm(const GemmCall& call) {
+  const GemmKey& key = call.key;
+  const auto* a = static_cast<const std::uint16_t*>(call.a);
+  const auto* w = static_cast<const std::uint16_t*>(call.w);
+  const auto* c = static_cast<const std::uint16_t*>(call.c);
+  const auto* bias = static_cast<const std::uint16_t*>(call.bias);
+  auto* out = static_cast<std::uint16_t*>(call.out);
+  const bool has_bias = key.epilogue == GemmEpilogue::Bias || key.epilogue == GemmEpilogue::GeluTanhBias;
+  const bool gelu = key.epilogue == GemmEpilogue::GeluTanh || key.epilogue == GemmEpilogue::GeluTanhBias;
+  if ((key.c == GemmC::Residual) != (c != nullptr) || has_bias != (bias != nullptr))
+    throw BackendError("host_gemm: the call's C or bias pointer disagrees with its key");
+  std::vector<float> row(static_cast<std::size_t>(key.k));
+  for (std::int64_t i = 0; i < key.m; ++i) {
+    for (std::int64_t k = 0; k < key.k; ++k) row[std::size_t(k)] = f16_to_f32(a[i * key.a_row_stride + k]);
+    for (std::int64_t j = 0; j < key.n; ++j) {
+      float acc = 0.0f;
+      const std::uint16_t* wj = w + j * key.k;
+      for (std::int64_t k = 0; k < key.k; ++k) acc += row[std::size_t(k)] * f16_to_f32(wj[k]);
+      float v = call.alpha * acc;
+      if (c) v += call.beta * f16_to_f32(c[i * key.c_row_stride + j]);
+      if (has_bias) v += f16_to_f32(bias[j]);
+      if (gelu) v = 0.5f * v * (1.0f + std::tanh(0.79788456f * (v + 0.044715f * v * v * v)));
+      out[i * key.out_row_stride + j] = f32_to_f16(v);
+    }
+  }
+}
+
+}  // namespace emu
+
+namespace {
+
+constexpr std::size_t kScratchAlignment = 256;
+
+struct CudaFree {
+  void operator()(void* p) const { cudaFree(p); }
+};
+
+}  // namespace
+
+struct LtGemm::Impl {
+  std::unique_ptr<void, CudaFree> memory;
+  GemmScratch scratch;
+  std::size_t held_bytes = 0;
+  std::unordered_set<GemmKey, GemmKeyHash> keys;  // what gemm.cu would hold an algorithm for
+
+  explicit Impl(const LtGemmOptions& options) {
+    const std::size_t scratch_offset =
+        (options.cublaslt_workspace_bytes + kScratchAlignment - 1) / kScratchAlignment * kScratchAlignment;
+    const std::size_t total = scratch_offset + options.scratch_bytes;
+    void* p = nullptr;
+    if (total > 0 && cudaMalloc(&p, total) != cudaSuccess) {
+      cudaGetLastError();
+      throw BackendError(cat("LtGemm: allocating ", total, " bytes of GEMM workspace failed: out of memory"));
+    }
+    memory.reset(p);
+    held_bytes = total;
+    scratch = GemmScratch{.data = options.scratch_bytes > 0 ? static_cast<char*>(p) + scratch_offset : nullptr,
+                          .bytes = options.scratch_bytes};
+  }
+
+  void matmul(const GemmCall& call, cudaStream_t stream) {
+    keys.insert(call.key);
+    emu::enqueue(stream, "cublasLtMatmul (emulated)", [call] { emu::host_gemm(call); });
+  }
+};
+
+LtGemm::LtGemm(const LtGemmOptions& options) : impl_(std::make_unique<Impl>(options)) {}
+
+LtGemm::~LtGemm() = default;
+
+std::size_t LtGemm::workspace_bytes() const { return impl_->held_bytes; }
+
+std::size_t LtGemm::cached_algorithms() const { return impl_->keys.size(); }
+
+void LtGemm::linear(const GemmLinear& op, cudaStream_t stream) {
+  run_linear(plan_linear(op), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
+}
+
+void LtGemm::conv2d(const GemmConv2d& op, cudaStream_t stream) {
+  run_conv2d(ConvPlan(op, impl_->scratch), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
+}
+
+}  // namespace sdgen::cuda

@@ -1,0 +1,102 @@
+// Running out of GPU memory, through the command line: sdgen-emulated-gpu is the real command
+// linked with the emulated CUDA backend (the backend's own source, its kernels on the CUDA
+// emulator, its device memory counted as on a GPU), so --device cuda and --max-vram take the same
+// path they take on a GPU, down to the allocator that refuses.
+//
+// The cap is measured, not guessed: a first run reports the peak device memory of a small request
+// (--json), and a larger request under that cap must fail with one line that names what would fit,
+// leave no image behind, and the advised request must then run under the same cap. The advice is
+// planned (the shape-only passes of the UNet step and the VAE decode, and their ops' scratch), so
+// this is where a plan that forgot some memory shows: the advice would not fit.
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <regex>
+
+#include "nlohmann/json.hpp"
+#include "tests/app/run_sdgen.hpp"
+#include "tests/app/temp_dir.hpp"
+
+using sdgen::test::quoted;
+using sdgen::test::run_sdgen;
+using sdgen::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string tiny() { return " -m " + quoted(sdgen::test::data_dir() / "models" / "tiny"); }
+
+sdgen::test::Run run_emulated(const std::string& args) {
+  return run_sdgen("'a red cube' --device cuda --steps 1 --seed 7 --quiet" + tiny() + " " + args,
+                   sdgen::test::sdgen_emulated_gpu_binary());
+}
+
+std::size_t files_in(const fs::path& dir) {
+  return static_cast<std::size_t>(std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
+}
+
+}  // namespace
+
+TEST_CASE("out of GPU memory: one line that says what fits, and what it says fits runs", "[app][gpu-memory]") {
+  TempDir dir;
+  const auto small = run_emulated("-W 64 -H 64 --batch 2 -o " + quoted(dir.path / "small.png") + " --json " +
+                                  quoted(dir.path / "small.json"));
+  INFO(small.output);
+  REQUIRE(small.exit_code == 0);
+  const auto report = nlohmann::json::parse(std::ifstream(dir.path / "small.json"));
+  const auto peak = report.at("peak_device_bytes").get<double>();
+  REQUIRE(peak > 0);
+  // What the small request needed, plus 1 MiB: its own size fits, four times its pixels cannot.
+  const std::string cap = " --max-vram " + std::to_string(static_cast<long long>(peak) / 1024 + 1024) + "K";
+
+  TempDir out;
+  const auto refused = run_emulated("-W 128 -H 128 --batch 2 --outdir " + quoted(out.path) + cap);
+  INFO(refused.output);
+  CHECK(refused.exit_code != 0);
+  CHECK_THAT(refused.output, Catch::Contains("sdgen: error: out of device memory") &&
+                                 Catch::Contains("allowed by --max-vram") && Catch::Contains("What would fit: "));
+  CHECK_THAT(refused.output, !Catch::Contains("cuda: ") && !Catch::Contains("CUDA error"));
+  CHECK(std::count(refused.output.begin(), refused.output.end(), '\n') == 1);  // the one error line
+  CHECK(files_in(out.path) == 0);
+
+  // Every alternative the advice names runs under the same cap.
+  const std::regex smaller_batch("--batch (\\d+) fits at (\\d+)x(\\d+)"), smaller_size("(\\d+)x(\\d+) fits at --batch (\\d+)");
+  std::vector<std::string> advised;
+  if (std::smatch m; std::regex_search(refused.output, m, smaller_batch))
+    advised.push_back("-W " + m[2].str() + " -H " + m[3].str() + " --batch " + m[1].str());
+  if (std::smatch m; std::regex_search(refused.output, m, smaller_size))
+    advised.push_back("-W " + m[1].str() + " -H " + m[2].str() + " --batch " + m[3].str());
+  REQUIRE(!advised.empty());
+  for (const std::string& args : advised) {
+    TempDir fits;
+    const auto run = run_emulated(args + " --outdir " + quoted(fits.path) + cap);
+    INFO(args << "\n" << run.output);
+    CHECK(run.exit_code == 0);
+    CHECK(files_in(fits.path) > 0);
+  }
+}
+
+TEST_CASE("out of GPU memory on a full GPU, without --max-vram: the same advice", "[app][gpu-memory]") {
+  // The emulated GPU's own size (SDGEN_EMULATED_GPU_MEMORY): cudaMalloc itself fails, as on a GPU
+  // that other processes fill. 102 MiB holds the tiny model's weights and sdgen's 96 MiB of
+  // cuBLASLt workspace and im2col scratch, and not a 128x128 batch of 2.
+  ::setenv("SDGEN_EMULATED_GPU_MEMORY", "102M", 1);
+  TempDir out;
+  const auto refused = run_emulated("-W 128 -H 128 --batch 2 --outdir " + quoted(out.path));
+  ::unsetenv("SDGEN_EMULATED_GPU_MEMORY");
+  INFO(refused.output);
+  CHECK(refused.exit_code != 0);
+  CHECK_THAT(refused.output, Catch::Contains("sdgen: error: out of device memory") &&
+                                 Catch::Contains("but the GPU has") && Catch::Contains("What would fit: "));
+  CHECK(files_in(out.path) == 0);
+}
+
+TEST_CASE("--max-vram below the model's weights: nothing can run, and the error says so", "[app][gpu-memory]") {
+  TempDir out;
+  const auto refused = run_emulated("--outdir " + quoted(out.path) + " --max-vram 97M");
+  INFO(refused.output);
+  CHECK(refused.exit_code != 0);
+  CHECK_THAT(refused.output, Catch::Contains("more for the model's weights") &&
+                                 Catch::Contains("no smaller image or batch can run"));
+  CHECK(files_in(out.path) == 0);
+}
