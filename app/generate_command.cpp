@@ -212,6 +212,7 @@ void run_generate(const GenerateOptions& o) {
   report.peak_host_bytes = peak_rss_bytes();
   report.weight_bytes = static_cast<double>(pipe.weight_bytes());
   report.peak_device_bytes = static_cast<double>(backend->peak_device_bytes());
+  report.peak_device_used_bytes = static_cast<double>(backend->peak_device_used_bytes());
   if (o.profile) std::fputs(report.table().c_str(), stdout);
   if (!o.json.empty()) {
     const auto json = report.json().dump(2) + "\n";

@@ -61,6 +61,8 @@ std::string ProfileReport::table() const {
   t += row("weights", fixed(weight_bytes / 1e9, 3) + " GB");
   t += row("peak host RSS", fixed(peak_host_bytes / 1e9, 3) + " GB");
   if (peak_device_bytes > 0) t += row("peak device memory", fixed(peak_device_bytes / 1e9, 3) + " GB");
+  if (peak_device_used_bytes > 0)
+    t += row("  as the driver sees it", fixed(peak_device_used_bytes / 1e9, 3) + " GB (cudaMemGetInfo: with the CUDA context)");
   return t;
 }
 
@@ -80,7 +82,8 @@ nlohmann::json ProfileReport::json() const {
           {"images", images},
           {"weight_bytes", weight_bytes},
           {"peak_host_rss_bytes", peak_host_bytes},
-          {"peak_device_bytes", peak_device_bytes}};
+          {"peak_device_bytes", peak_device_bytes},
+          {"peak_device_used_bytes", peak_device_used_bytes}};
 }
 
 std::string ProfileReport::summary_line(std::size_t images_written) const {

@@ -27,7 +27,8 @@ struct ProfileReport {
   std::size_t images = 0;
   double total = 0;
   double peak_host_bytes = 0;
-  double peak_device_bytes = 0;  // 0 when computing in host memory
+  double peak_device_bytes = 0;       // the allocator's high-water mark; 0 when computing in host memory
+  double peak_device_used_bytes = 0;  // the driver's (cudaMemGetInfo), CUDA context included
   double weight_bytes = 0;
 
   void add_run(const pipeline::StageSeconds& seconds, std::size_t images_in_run, double png_seconds);

@@ -164,6 +164,10 @@ class Backend {
   // The high-water mark of the device memory this backend allocated (weights, activations,
   // workspaces), for --profile; 0 for a backend that computes in host memory.
   virtual std::size_t peak_device_bytes() const { return 0; }
+  // The high-water mark of the device memory in use as the driver reports it (cudaMemGetInfo:
+  // total - free, sampled whenever the backend waits for the device), which also counts the CUDA
+  // context, libraries' own allocations and other processes; 0 for a host backend.
+  virtual std::size_t peak_device_used_bytes() const { return 0; }
   // A ShapeBackend that accepts exactly what this backend accepts and computes nothing: the
   // pipeline runs a stage through it once to plan the activation arena before the first step.
   virtual std::unique_ptr<Backend> shape_only() const = 0;

@@ -231,6 +231,7 @@ class CudaBackend final : public Backend {
   DType activation_dtype() const override { return DType::F16; }
   std::size_t held_bytes() const override { return weight_bytes_ + gemm_->workspace_bytes() + scratch_bytes(); }
   std::size_t peak_device_bytes() const override { return memory_.peak(); }
+  std::size_t peak_device_used_bytes() const override { return peak_used_; }
 
   // Every parameter becomes an fp16 device copy, whatever it was stored as: converted on the host
   // with round-to-nearest-even (lib/core/half.hpp), as torch's .half() does.
@@ -274,15 +275,20 @@ class CudaBackend final : public Backend {
       std::vector<std::uint16_t> halves(n);
       check_cuda(cudaMemcpyAsync(halves.data(), src.data, n * 2, cudaMemcpyDeviceToHost, stream_), "download");
       check_cuda(cudaStreamSynchronize(stream_), "the work before a download");
+      sample_device_memory();
       auto* f = host.ptr<float>();
       for (std::size_t i = 0; i < n; ++i) f[i] = f16_to_f32(halves[i]);
     } else {
       check_cuda(cudaMemcpyAsync(host.data, src.data, host.nbytes(), cudaMemcpyDeviceToHost, stream_), "download");
       check_cuda(cudaStreamSynchronize(stream_), "the work before a download");
+      sample_device_memory();
     }
   }
 
-  void synchronize() override { check_cuda(cudaStreamSynchronize(stream_), "the queued work"); }
+  void synchronize() override {
+    check_cuda(cudaStreamSynchronize(stream_), "the queued work");
+    sample_device_memory();
+  }
 
   void convert(const Tensor& x, const Tensor& out, const ConvertArgs& args) override {
     const std::int64_t n = check_convert(support(), x, out);
@@ -464,6 +470,13 @@ class CudaBackend final : public Backend {
 
  private:
   friend class CudaDenoisingLoop;
+  // The driver's count of memory in use, whose peak --profile reports beside the allocator's.
+  void sample_device_memory() {
+    std::size_t free = 0, total = 0;
+    if (cudaMemGetInfo(&free, &total) == cudaSuccess) peak_used_ = std::max(peak_used_, total - free);
+    cudaGetLastError();
+  }
+
   std::size_t scratch_bytes() const { return scratch_.bytes(); }
 
   int device_;
@@ -476,6 +489,7 @@ class CudaBackend final : public Backend {
   // The ops' scratch: the implicit convolution's split-K partials, group norm's statistics.
   Workspace scratch_{memory_, "the ops' scratch (split-K partials, group statistics)"};
   std::optional<DeviceBlock> embedding_error_;
+  std::size_t peak_used_ = 0;
 };
 
 // The loop of one generation on the GPU. Its table of every call's coefficients and the current

@@ -46,6 +46,7 @@ TEST_CASE("out of GPU memory: one line that says what fits, and what it says fit
   const auto report = nlohmann::json::parse(std::ifstream(dir.path / "small.json"));
   const auto peak = report.at("peak_device_bytes").get<double>();
   REQUIRE(peak > 0);
+  CHECK(report.at("peak_device_used_bytes").get<double>() > 0);  // the driver's count, sampled
   // What the small request needed, plus 1 MiB: its own size fits, four times its pixels cannot.
   const std::string cap = " --max-vram " + std::to_string(static_cast<long long>(peak) / 1024 + 1024) + "K";
 

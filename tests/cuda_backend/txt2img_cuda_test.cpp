@@ -24,7 +24,7 @@
 
 #include "kernels/cuda_backend.hpp"
 #include "lib/pipeline/txt2img.hpp"
-#include "tests/support/paths.hpp"
+#include "tests/support/golden_runs.hpp"
 #include "weights/safetensors.hpp"
 
 using namespace sdgen;
@@ -59,20 +59,10 @@ void check_runs(std::initializer_list<Run> runs) {
     DYNAMIC_SECTION(run.model << " " << run.scheduler) {
       const auto model = weights::open_model({.model = test::data_dir() / "models" / run.model});
       pipeline::Pipeline pipe(model, *backend);
-      const weights::SafeTensorsFile golden(test::data_dir() / "runs" / run.model /
-                                            (std::string("p0_") + run.scheduler + ".safetensors"));
+      const weights::SafeTensorsFile golden(test::golden_run_file(run.model, run.scheduler));
       const auto reference = [&](std::string_view name) { return golden.f32(golden.at(name)); };
-      const int size = std::string_view(run.model) == "tiny" ? 64 : 96;
       pipeline::Dump dump;
-      const auto images = pipe.generate({.prompt = "a photograph of an astronaut riding a horse",
-                                         .negative_prompt = "",
-                                         .width = size,
-                                         .height = size,
-                                         .steps = 10,
-                                         .guidance_scale = 7.5,
-                                         .seed = 42,
-                                         .scheduler = schedulers::algorithm_from_name(run.scheduler)},
-                                        {}, &dump);
+      const auto images = pipe.generate(test::golden_request(run.model, run.scheduler), {}, &dump);
       for (const char* exact : {"input_ids.cond", "input_ids.uncond", "noise", "latents.init", "timesteps"}) {
         INFO(exact);
         CHECK(relative_error(dump.at(exact).values, reference(exact)) == 0);

@@ -16,7 +16,7 @@
 
 #include "kernels/cpu/cpu_backend.hpp"
 #include "lib/pipeline/txt2img.hpp"
-#include "tests/support/paths.hpp"
+#include "tests/support/golden_runs.hpp"
 #include "weights/safetensors.hpp"
 
 using namespace sdgen;
@@ -52,18 +52,9 @@ TEST_CASE("txt2img reproduces diffusers' runs step by step", "[pipeline]") {
     pipeline::Pipeline pipe(model, backend);
     for (const std::string sched : {"ddim", "dpm++2m", "euler", "euler_a", "pndm", "lms"}) {
       DYNAMIC_SECTION(model_name << " " << sched) {
-        const Golden golden{weights::SafeTensorsFile(test::data_dir() / "runs" / model_name / ("p0_" + sched + ".safetensors"))};
-        const int size = model_name == "tiny" ? 64 : 96;
+        const Golden golden{weights::SafeTensorsFile(test::golden_run_file(model_name, sched))};
         pipeline::Dump dump;
-        const auto images = pipe.generate({.prompt = "a photograph of an astronaut riding a horse",
-                                           .negative_prompt = "",
-                                           .width = size,
-                                           .height = size,
-                                           .steps = 10,
-                                           .guidance_scale = 7.5,
-                                           .seed = 42,
-                                           .scheduler = schedulers::algorithm_from_name(sched)},
-                                          {}, &dump);
+        const auto images = pipe.generate(test::golden_request(model_name, sched), {}, &dump);
         for (const char* exact : {"input_ids.cond", "input_ids.uncond", "noise", "latents.init", "timesteps"}) {
           INFO(exact);
           CHECK(diff(dump.at(exact).values, golden[exact]).max_abs_error == 0);

@@ -29,6 +29,7 @@
 #endif
 #endif
 #ifdef SDGEN_EMU_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -44,16 +45,19 @@ namespace {
 // finish_switch() first thing on arrival, which also says which stack was left. A fiber that ends
 // passes no fake-stack slot, which frees its fake frames (detect_stack_use_after_return). A fiber
 // abandoned when its kernel faults never unwinds its frames, but the redzones they poisoned do not
-// outlive it: ASan's swapcontext clears the shadow of the stack it switches to, so a stack's next
-// fiber starts clean. ASan still prints, once per process, that it "doesn't fully support
-// swapcontext": that warning comes with the first switch whatever the annotations, and is not a
-// report. In builds without ASan these helpers do nothing.
+// outlive it: a stack's shadow is cleared when the next fiber is laid out on it, as ASan's own
+// swapcontext interceptor would (where ucontext is used, that interceptor does it too). In builds
+// without ASan these helpers do nothing.
 struct StackRange {
   const void* bottom = nullptr;  // lowest address
   std::size_t size = 0;
 };
 
 #ifdef SDGEN_EMU_ASAN
+// A stack about to carry a new fiber: the frames of the fiber that ran on it last may have been
+// abandoned mid-kernel (a fault), their redzones still poisoned. ASan's swapcontext interceptor
+// clears them; our own switch (below) does not, so a fiber's stack is cleared when it is laid out.
+void clear_stack_shadow(void* stack, std::size_t bytes) { __asan_unpoison_memory_region(stack, bytes); }
 void start_switch(void** fake_stack_save, StackRange to) {
   __sanitizer_start_switch_fiber(fake_stack_save, to.bottom, to.size);
 }
@@ -63,6 +67,7 @@ StackRange finish_switch(void* fake_stack_save) {
   return from;
 }
 #else
+void clear_stack_shadow(void*, std::size_t) {}
 void start_switch(void**, StackRange) {}
 StackRange finish_switch(void*) { return {}; }
 #endif
@@ -501,6 +506,7 @@ class Launch {
       s.committed.clear();
       void* stack = stack_pool().stack(t);
       s.stack = {stack, kStackBytes};
+      clear_stack_shadow(stack, kStackBytes);
       prepare_fiber(s.context, stack, kStackBytes, &Launch::fiber_entry);
     }
     for (;;) {

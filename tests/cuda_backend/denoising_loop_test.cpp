@@ -1,0 +1,128 @@
+// The CUDA backend's denoising loop (CudaDenoisingLoop in kernels/cuda/cuda_backend.cu) on its own,
+// in both builds of this folder's tests (emulated in CI, and on a GPU): what it records and
+// replays, and that a replay computes what running every call would.
+//
+// The "UNet" of these loops is one op, eps = 2 * unet_in (exact in fp16), so every value is known:
+// the model input of call k is fp16(latents * input_scale_k) in both guidance halves, guidance then
+// leaves it unchanged (c = u), and the step applies call k's coefficients. The reference is the host
+// step (apply_step_coefficients, which the step kernel equals bit for bit: tests/cuda_kernels) on
+// those values, so latents and timesteps are compared exactly.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/backend.hpp"
+#include "kernels/cuda_backend.hpp"
+#include "lib/core/half.hpp"
+
+using namespace sdgen;
+
+namespace {
+
+constexpr std::int64_t kImages = 2, kElements = kImages * 3 * 5 * 4;  // latents [2, 3, 5, 4]
+
+// Call k: sample = (1 - 0.1 k) sample + 0.05 (k + 1) model_output; timestep 900 - 100 k; the
+// input scaled by 1 / (k + 1); guidance 3.
+std::vector<StepCoefficients> coefficient_table(int calls) {
+  std::vector<StepCoefficients> steps;
+  for (int k = 0; k < calls; ++k) {
+    StepCoefficients c{};
+    c.write_count = 1;
+    c.write_targets[0] = StepTerm::Sample;
+    c.write_weights[0][static_cast<int>(StepTerm::Sample)] = 1.0 - 0.1 * k;
+    c.write_weights[0][static_cast<int>(StepTerm::ModelOutput)] = 0.05 * (k + 1);
+    c.reads = (1u << static_cast<int>(StepTerm::Sample)) | (1u << static_cast<int>(StepTerm::ModelOutput));
+    c.guidance = StepGuidance::ClassifierFree;
+    c.guidance_scale = 3.0f;
+    c.timestep = static_cast<float>(900 - 100 * k);
+    c.input_scale = 1.0f / static_cast<float>(k + 1);
+    steps.push_back(c);
+  }
+  return steps;
+}
+
+std::vector<float> initial_latents() {
+  std::vector<float> v(kElements);
+  for (std::int64_t i = 0; i < kElements; ++i) v[std::size_t(i)] = std::sin(0.37 * double(i)) * 2.5f;
+  return v;
+}
+
+// The latents after `calls` calls, on the host.
+std::vector<float> reference_latents(const std::vector<StepCoefficients>& steps) {
+  std::vector<float> sample = initial_latents(), model_output(2 * kElements);
+  for (const StepCoefficients& c : steps) {
+    for (std::int64_t i = 0; i < kElements; ++i) {
+      const float u = 2.0f * f16_to_f32(f32_to_f16(sample[std::size_t(i)] * c.input_scale));
+      model_output[std::size_t(i)] = model_output[std::size_t(kElements + i)] = u;
+    }
+    apply_step_coefficients(c, {.model_output = model_output.data(), .sample = sample.data(), .elements = kElements});
+  }
+  return sample;
+}
+
+struct LoopTensors {
+  Activation latents, unet_in, t, eps;
+  explicit LoopTensors(Backend& b)
+      : latents(b.allocator(), Shape{kImages, 3, 5, 4}, DType::F32),
+        unet_in(b.allocator(), Shape{2 * kImages, 3, 5, 4}, b.activation_dtype()),
+        t(b.allocator(), Shape{2 * kImages}, DType::F32),
+        eps(b.allocator(), Shape{2 * kImages, 3, 5, 4}, b.activation_dtype()) {}
+};
+
+std::vector<float> download(Backend& b, const Tensor& t) {
+  std::vector<float> host(static_cast<std::size_t>(t.numel()));
+  b.download(t, Tensor::contiguous(host.data(), DType::F32, t.shape));
+  return host;
+}
+
+}  // namespace
+
+TEST_CASE("the denoising loop runs call 0, captures call 1, replays the rest, and computes every call",
+          "[cuda_backend][loop]") {
+  const auto backend = make_cuda_backend({});
+  for (const int calls : {1, 2, 7}) {
+    INFO(calls << " calls");
+    const std::vector<StepCoefficients> steps = coefficient_table(calls);
+    LoopTensors x(*backend);
+    std::vector<float> latents = initial_latents();
+    backend->upload(Tensor::contiguous(latents.data(), DType::F32, x.latents.view().shape), x.latents);
+    const auto loop = backend->begin_denoising(steps);
+    int ran = 0;
+    for (int call = 0; call < calls; ++call) {
+      CHECK(loop->call() == call);
+      loop->run([&] {
+        ++ran;
+        loop->model_input(x.latents, x.unet_in, x.t);
+        backend->add(x.unet_in, nullptr, x.eps, {.alpha = 2.0f, .beta = 0.0f});
+        loop->scheduler_step({.model_output = x.eps, .sample = x.latents});
+      });
+      // The timestep the call used, left in t.
+      for (const float t : download(*backend, x.t)) CHECK(t == steps[std::size_t(call)].timestep);
+    }
+    CHECK(loop->call() == calls);
+    CHECK(ran == std::min(calls, 2));  // the step is enqueued by the host twice at most
+    const std::vector<float> got = download(*backend, x.latents), want = reference_latents(steps);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      INFO("element " << i);
+      REQUIRE(got[i] == want[i]);
+    }
+  }
+}
+
+TEST_CASE("a step that synchronizes cannot be captured, and says so", "[cuda_backend][loop]") {
+  const auto backend = make_cuda_backend({});
+  const std::vector<StepCoefficients> steps = coefficient_table(3);
+  LoopTensors x(*backend);
+  std::vector<float> latents = initial_latents();
+  backend->upload(Tensor::contiguous(latents.data(), DType::F32, x.latents.view().shape), x.latents);
+  const auto loop = backend->begin_denoising(steps);
+  const auto step = [&] {
+    loop->model_input(x.latents, x.unet_in, x.t);
+    backend->synchronize();  // what DenoisingLoop::run forbids
+    backend->add(x.unet_in, nullptr, x.eps, {.alpha = 2.0f, .beta = 0.0f});
+    loop->scheduler_step({.model_output = x.eps, .sample = x.latents});
+  };
+  loop->run(step);  // call 0 runs as it comes
+  CHECK_THROWS_WITH(loop->run(step), Catch::Contains("capturing"));
+}
