@@ -32,6 +32,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 
 #if defined(SDGEN_CUDA_EMULATION)
@@ -239,14 +240,19 @@ __device__ __forceinline__ void cp_async_wait() {
 template <class... P, class... A>
 void launch(const Kernel<P...>& kernel, const LaunchConfig& config, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "launch: wrong number of kernel arguments");
-  // Above 48 KiB of dynamic shared memory a kernel must opt in (up to 163 KiB on sm_80).
+  // Above 48 KiB of dynamic shared memory a kernel must opt in (up to 163 KiB on sm_80), once per
+  // kernel and size: the first launch of a kernel is outside any graph capture (the denoising
+  // loop runs its first call eagerly), so a captured launch never sets an attribute.
   constexpr std::size_t kDefaultSharedLimit = 48 * 1024;
-  if (config.shared_bytes > kDefaultSharedLimit) {
+  thread_local std::unordered_map<const void*, std::size_t> allowed;  // kernel -> bytes it may use
+  std::size_t& allowed_bytes = allowed.try_emplace(reinterpret_cast<const void*>(kernel.fn), kDefaultSharedLimit).first->second;
+  if (config.shared_bytes > allowed_bytes) {
     const cudaError_t err = cudaFuncSetAttribute(kernel.fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                  static_cast<int>(config.shared_bytes));
     if (err != cudaSuccess)
       throw BackendError(cat("kernel ", kernel.name, ": cannot allow ", config.shared_bytes,
                              " bytes of dynamic shared memory: ", cudaGetErrorString(err)));
+    allowed_bytes = config.shared_bytes;
   }
   kernel.fn<<<config.grid, config.block, config.shared_bytes, config.stream>>>(
       pass_argument<P>(std::forward<A>(args))...);
