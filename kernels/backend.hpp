@@ -174,8 +174,9 @@ class Backend {
   // On a shape-only backend: the scratch the ops run on it so far need (the largest single op's);
   // 0 elsewhere.
   virtual std::size_t planned_scratch_bytes() const { return 0; }
-  // Makes room for `bytes` of the ops' scratch now, before a stage whose planning pass measured
-  // them, so that the stage itself allocates nothing. A no-op for a backend without scratch.
+  // Holds exactly `bytes` of the ops' scratch from now on (growing or shrinking what was held),
+  // before a stage whose planning pass measured them, so that the stage itself allocates nothing
+  // and keeps no more than it needs. A no-op for a backend without scratch.
   virtual void reserve_scratch(std::size_t /*bytes*/) {}
 
   // ---- memory. Activations live where the backend computes; the pipeline moves host data in

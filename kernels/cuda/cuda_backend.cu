@@ -142,7 +142,8 @@ class DeviceBlock {
   std::size_t bytes_;
 };
 
-// A workspace that grows to the largest request (the first step meets every shape).
+// The ops' scratch: reserved before each stage at what its planning pass measured; an op that
+// asks for more grows it (never inside a captured step, whose first, eager call met every shape).
 class Workspace {
  public:
   Workspace(DeviceMemory& memory, const char* what) : memory_(memory), what_(what) {}
@@ -152,6 +153,12 @@ class Workspace {
       block_.emplace(memory_, bytes, what_);
     }
     return block_->data();
+  }
+  // Exactly `bytes` from now on; the old block is freed before a new one is allocated.
+  void reserve(std::size_t bytes) {
+    if (this->bytes() == bytes) return;
+    block_.reset();
+    if (bytes > 0) block_.emplace(memory_, bytes, what_);
   }
   std::size_t bytes() const { return block_ ? block_->bytes() : 0; }
 
@@ -226,7 +233,7 @@ class CudaBackend final : public Backend {
                                              sizeof(float);
                                     }});
   }
-  void reserve_scratch(std::size_t bytes) override { scratch_.get(bytes); }
+  void reserve_scratch(std::size_t bytes) override { scratch_.reserve(bytes); }
   Allocator& allocator() override { return memory_; }
   DType activation_dtype() const override { return DType::F16; }
   std::size_t held_bytes() const override { return weight_bytes_ + gemm_->workspace_bytes() + scratch_bytes(); }

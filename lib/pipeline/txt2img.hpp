@@ -122,8 +122,8 @@ class Pipeline {
   // When memory runs out: what would fit (a smaller batch at this size, a smaller size at this
   // batch) in `budget` bytes, the memory left beside the weights. The denoising loop needs the text
   // context, `latent_buffers` F32 latent-sized buffers (sample, scheduler history, noise) and the
-  // UNet step's arena; the decode then needs the latents and its own arena; the op scratch is held
-  // throughout at the larger of the two stages' needs. All planned, nothing allocated.
+  // UNet step's arena; the decode then needs the latents and its own arena; each stage holds the op
+  // scratch it needs, no more. All planned, nothing allocated.
   std::string fit_advice(const GenerateRequest& request, std::int64_t tokens, int latent_buffers,
                          std::size_t budget) const;
 
