@@ -72,10 +72,14 @@
 // the others (up to 128): 8 or 16 warps an SM. Above 48 KiB the launch opts in.
 // The split-K reduction kernel: 40 / 45 registers.
 //
-// This path requires Cin % 8 == 0 (16-byte chunks of one pixel's channels), Cout % 8 == 0 (16-byte
-// epilogue accesses) and 16-byte-aligned tensors (conv2d_implicit_supported); the backend takes
-// im2col + cuBLASLt otherwise (SD's conv_in, Cin = 4, and conv_out, Cout = 4). Kernel size, stride
-// and padding are any that check_conv2d accepts.
+// This path requires Cin % 8 == 0 (16-byte chunks of one pixel's channels) and 16-byte-aligned
+// tensors (conv2d_implicit_supported); the backend takes im2col + cuBLASLt otherwise (SD's conv_in,
+// Cin = 4). Kernel size, stride and padding are any that check_conv2d accepts. Cout may be any:
+// B rows past it are zero-fills, and a Cout that is not a multiple of 8 (the UNet's conv_out, 4
+// channels, and the VAE's, 3) is stored channel by channel and never split (the partials' 16-byte
+// rows need Cout % 8 == 0). Such a conv computes a 64-channel tile for 3 or 4 useful ones, but it is
+// small: the VAE's conv_out at 512x512 is 39 GFLOP of mma, about 0.1 ms, where im2col + cuBLASLt
+// wrote and read back a 604 MB im2col matrix through a 64 MiB scratch, in 10 chunks.
 #pragma once
 
 #include <algorithm>
@@ -167,23 +171,48 @@ struct ConvEpilogue {
 };
 
 // out[m, n .. n + 8) = (v + bias + add_per_channel[b] + residual[m]) * output_scale, in fp32,
-// rounded to fp16 once. n is a multiple of 8.
+// rounded to fp16 once. n is a multiple of 8. With Cout a multiple of 8 each term is one 16-byte
+// access; otherwise (SD's conv_out, 3 or 4 channels) channel by channel, up to Cout.
 __device__ __forceinline__ void store_conv_output(const ConvEpilogue& e, int m, int n, float (&v)[8]) {
-  float term[kHalvesPerVector];
-  if (e.bias.raw() != nullptr) {
-    load_halves<kHalvesPerVector>(e.bias, n, term);
-    for (int k = 0; k < 8; ++k) v[k] += term[k];
+  const std::int64_t row = std::int64_t(m) * e.cout + n;
+  const std::int64_t image_row = std::int64_t(m / e.pixels) * e.cout + n;
+  if (e.cout % 8 == 0) {
+    float term[kHalvesPerVector];
+    if (e.bias.raw() != nullptr) {
+      load_halves<kHalvesPerVector>(e.bias, n, term);
+      for (int k = 0; k < 8; ++k) v[k] += term[k];
+    }
+    if (e.add_per_channel.raw() != nullptr) {
+      load_halves<kHalvesPerVector>(e.add_per_channel, image_row, term);
+      for (int k = 0; k < 8; ++k) v[k] += term[k];
+    }
+    if (e.residual.raw() != nullptr) {
+      load_halves<kHalvesPerVector>(e.residual, row, term);
+      for (int k = 0; k < 8; ++k) v[k] += term[k];
+    }
+    for (int k = 0; k < 8; ++k) v[k] *= e.output_scale;
+    store_halves<kHalvesPerVector>(e.out, row, v);
+    return;
   }
-  if (e.add_per_channel.raw() != nullptr) {
-    load_halves<kHalvesPerVector>(e.add_per_channel, std::int64_t(m / e.pixels) * e.cout + n, term);
-    for (int k = 0; k < 8; ++k) v[k] += term[k];
+  const int channels = e.cout - n < 8 ? e.cout - n : 8;
+  for (int k = 0; k < channels; ++k) {
+    float term[1];
+    float value[1] = {v[k]};
+    if (e.bias.raw() != nullptr) {
+      load_halves<1>(e.bias, n + k, term);
+      value[0] += term[0];
+    }
+    if (e.add_per_channel.raw() != nullptr) {
+      load_halves<1>(e.add_per_channel, image_row + k, term);
+      value[0] += term[0];
+    }
+    if (e.residual.raw() != nullptr) {
+      load_halves<1>(e.residual, row + k, term);
+      value[0] += term[0];
+    }
+    value[0] *= e.output_scale;
+    store_halves<1>(e.out, row + k, value);
   }
-  if (e.residual.raw() != nullptr) {
-    load_halves<kHalvesPerVector>(e.residual, std::int64_t(m) * e.cout + n, term);
-    for (int k = 0; k < 8; ++k) v[k] += term[k];
-  }
-  for (int k = 0; k < 8; ++k) v[k] *= e.output_scale;
-  store_halves<kHalvesPerVector>(e.out, std::int64_t(m) * e.cout + n, v);
 }
 
 // 8 floats from a 16-byte-aligned view (global or shared), as two 16-byte accesses.
@@ -388,7 +417,7 @@ __global__ void __launch_bounds__(ConvTile<kShape>::kThreads, ConvTile<kShape>::
     const int col = idx % kVectorsPerRow * 8;
     const int m = m0 + r;
     const int n = n0 + col;
-    if (m >= p.m || n >= cout) continue;  // cout % 8 == 0: a vector is wholly in or out
+    if (m >= p.m || n >= cout) continue;  // a vector past Cout; one that straddles it is cut there
     float v[8];
     load_floats8(SharedPtr<const float>(staging) + (r * Tile::kStagingPitch + col), v);
     if (p.splits > 1) {
@@ -528,7 +557,8 @@ inline Conv2dImplicitPlan plan_conv2d_implicit(const Conv2dGeometry& g, int mult
   Conv2dImplicitPlan best = make_conv2d_implicit_plan(g, ConvTileShape::M128N128, 1);
   double best_ns = conv_detail::estimated_ns(g, best, multiprocessors);
   for (const ConvTileShape tile : {ConvTileShape::M128N128, ConvTileShape::M128N64, ConvTileShape::M64N64}) {
-    for (int splits = 1; splits <= conv_detail::kMaxSplits; ++splits) {
+    const int max_splits = g.cout % 8 == 0 ? conv_detail::kMaxSplits : 1;
+    for (int splits = 1; splits <= max_splits; ++splits) {
       if (splits > 1 && slices / splits < conv_detail::kMinSlicesPerSplit) break;
       const Conv2dImplicitPlan plan = make_conv2d_implicit_plan(g, tile, splits);
       if (plan.workspace_floats > conv_detail::kMaxWorkspaceFloats) break;
@@ -547,17 +577,22 @@ inline std::int64_t conv2d_implicit_workspace_floats(const Conv2dGeometry& g, in
   return plan_conv2d_implicit(g, multiprocessors).workspace_floats;
 }
 
-// Whether this path takes the convolution: Cin and Cout multiples of 8, every tensor (and the
-// workspace) 16-byte aligned, and sizes whose indices fit the kernel's 32-bit pixel arithmetic.
-// The backend falls back to im2col + cuBLASLt otherwise.
-inline bool conv2d_implicit_supported(const Conv2dImplicitLaunch& l) {
-  const Conv2dGeometry& g = l.geometry;
-  auto aligned = [](const auto& p) { return reinterpret_cast<std::uintptr_t>(p.raw()) % 16 == 0; };
+// Whether a convolution of this geometry can take this path: Cin a multiple of 8, and sizes whose
+// indices fit the kernel's 32-bit pixel arithmetic. (The planning pass asks this: it has no
+// pointers.)
+inline bool conv2d_implicit_geometry_supported(const Conv2dGeometry& g) {
   constexpr std::int64_t kIntMax = std::numeric_limits<int>::max();
   const std::int64_t pixels = conv_detail::output_pixels(g);
-  return g.cin % 8 == 0 && g.cout % 8 == 0 && aligned(l.x) && aligned(l.w) && aligned(l.out) && aligned(l.bias) &&
-         aligned(l.add_per_channel) && aligned(l.residual) && aligned(l.workspace) && pixels <= kIntMax - 128 &&
-         g.h * g.w * g.cin <= kIntMax && (g.cout + 63) / 64 <= 65535 && g.kh * g.kw * g.cin <= kIntMax;
+  return g.cin % 8 == 0 && pixels <= kIntMax - 128 && g.h * g.w * g.cin <= kIntMax && (g.cout + 63) / 64 <= 65535 &&
+         g.kh * g.kw * g.cin <= kIntMax;
+}
+
+// Whether this path takes the convolution: its geometry, and every tensor (and the workspace)
+// 16-byte aligned. The backend falls back to im2col + cuBLASLt otherwise.
+inline bool conv2d_implicit_supported(const Conv2dImplicitLaunch& l) {
+  auto aligned = [](const auto& p) { return reinterpret_cast<std::uintptr_t>(p.raw()) % 16 == 0; };
+  return conv2d_implicit_geometry_supported(l.geometry) && aligned(l.x) && aligned(l.w) && aligned(l.out) &&
+         aligned(l.bias) && aligned(l.add_per_channel) && aligned(l.residual) && aligned(l.workspace);
 }
 
 // Runs the convolution with the given plan (tests force each tile and split count; the backend
@@ -566,6 +601,9 @@ inline void launch_conv2d_implicit(const Conv2dImplicitLaunch& l, const Conv2dIm
   const Conv2dGeometry& g = l.geometry;
   if (plan.splits < 1 || plan.splits > plan.slices || plan.splits > 65535)
     throw BackendError(cat("conv2d: cannot split ", plan.slices, " K-slices over ", plan.splits, " CTAs"));
+  if (plan.splits > 1 && g.cout % 8 != 0)
+    throw BackendError(cat("conv2d: cannot split the K-slices of a conv with ", g.cout,
+                           " output channels (split partials need a multiple of 8)"));
   const std::int64_t m = conv_detail::output_pixels(g);
   const ConvEpilogue epilogue{.out = l.out,
                               .bias = l.bias,

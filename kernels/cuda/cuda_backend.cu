@@ -5,8 +5,8 @@
 // for the GPU except download() and synchronize(). The work itself is in the kernels of this
 // folder, each tested in emulation in CI (tests/cuda_kernels), and in cuBLASLt (gemm.hpp):
 //   linear                 cuBLASLt, bias fused in the epilogue, residual as C (gemm_plan.hpp)
-//   conv2d                 the implicit-GEMM tensor-core kernel where it applies (channels
-//                          multiples of 8, aligned tensors), else im2col + cuBLASLt
+//   conv2d                 the implicit-GEMM tensor-core kernel where it applies (input channels
+//                          a multiple of 8, aligned tensors), else im2col + cuBLASLt
 //   attention              flash_attention.cuh (mma.sync, online softmax, causal for CLIP)
 //   group/layer norm       norms.cuh (fp32 statistics; group norm split across blocks for the VAE)
 //   geglu, activation, add elementwise.cuh
@@ -20,10 +20,10 @@
 // device allocation (weights, activations, workspaces) goes through DeviceMemory, which counts
 // it against --max-vram and the card's free memory, so running out is a DeviceMemoryError with
 // the numbers, never a CUDA error code. Activations come from the pipeline's arenas, one
-// cudaMalloc per stage. cuBLASLt's workspace and the im2col scratch are allocated with the backend;
-// the ops' scratch (group norm's statistics, the implicit convolution's split-K partials) is sized
-// by the planning pass of each stage (shape_only() measures it) and reserved before the stage's
-// arena, so the stage allocates nothing and --max-vram advice counts it.
+// cudaMalloc per stage. cuBLASLt's workspace is allocated with the backend; the ops' scratch (group
+// norm's statistics, the implicit convolution's split-K partials, im2col rows) is sized by the
+// planning pass of each stage (shape_only() measures it) and reserved before the stage's arena, so
+// the stage allocates nothing, holds no more than it needs, and --max-vram advice counts it.
 #include <algorithm>
 #include <cstring>
 #include <list>
@@ -53,6 +53,16 @@ void check_cuda(cudaError_t err, const char* what) {
 }
 
 std::string megabytes(std::size_t bytes) { return cat((bytes + (1u << 20) - 1) >> 20, " MiB"); }
+
+// The scratch a conv2d of this geometry runs on: the implicit kernel's split-K partials, or, for a
+// geometry the kernel cannot take, the im2col rows and scaled bias of the cuBLASLt path. (A view
+// misaligned for the kernel is not foreseen here: its conv takes the cuBLASLt path and grows the
+// scratch when it runs.)
+std::size_t conv2d_scratch_bytes(const Conv2dGeometry& g, int multiprocessors) {
+  if (cuda::conv2d_implicit_geometry_supported(g))
+    return static_cast<std::size_t>(cuda::conv2d_implicit_workspace_floats(g, multiprocessors)) * sizeof(float);
+  return cuda::conv2d_gemm_scratch_bytes(g);
+}
 
 // Every device allocation of the backend, counted against the cap. Also the Allocator the pipeline
 // builds its activation arenas on (one block per acquire).
@@ -199,9 +209,9 @@ class CudaBackend final : public Backend {
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "creating a stream");
     check_cuda(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_),
                "reading the multiprocessor count");
-    // cuBLASLt's workspace and the im2col scratch, counted against the cap like everything else.
+    // cuBLASLt's workspace, counted against the cap like everything else.
     const cuda::LtGemmOptions gemm_options{};
-    memory_.check_cap(gemm_options.scratch_bytes + gemm_options.cublaslt_workspace_bytes, "cuBLASLt's workspace");
+    memory_.check_cap(gemm_options.cublaslt_workspace_bytes, "cuBLASLt's workspace");
     gemm_ = std::make_unique<cuda::LtGemm>(gemm_options);
     memory_.count_external(gemm_->workspace_bytes(), "cuBLASLt's workspace");
   }
@@ -219,13 +229,10 @@ class CudaBackend final : public Backend {
     return std::make_unique<ShapeBackend>(
         support(), ScratchModel{.conv2d =
                                     [multiprocessors](const Conv2dGeometry& g) {
-                                      // The implicit-GEMM path's split-K partials (an aligned conv
-                                      // whose channels are multiples of 8; the others go through
-                                      // cuBLASLt, whose workspace is held from the start).
-                                      if (g.cin % 8 != 0 || g.cout % 8 != 0) return std::size_t{0};
-                                      return static_cast<std::size_t>(
-                                                 cuda::conv2d_implicit_workspace_floats(g, multiprocessors)) *
-                                             sizeof(float);
+                                      // The implicit-GEMM path's split-K partials, or the im2col
+                                      // rows and scaled bias of the cuBLASLt path (for tensors
+                                      // the kernel cannot take: see conv2d).
+                                      return conv2d_scratch_bytes(g, multiprocessors);
                                     },
                                 .group_norm =
                                     [](const GroupNormGeometry& g) {
@@ -346,6 +353,7 @@ class CudaBackend final : public Backend {
       cuda::conv2d_implicit(l);
       return;
     }
+    const std::size_t scratch_bytes = cuda::conv2d_gemm_scratch_bytes(g);
     gemm_->conv2d({.geometry = g,
                    .x = x.data,
                    .w = w.data,
@@ -354,7 +362,7 @@ class CudaBackend final : public Backend {
                    .residual = args.residual ? args.residual->data : nullptr,
                    .out = out.data,
                    .output_scale = args.output_scale},
-                  stream_);
+                  {.data = scratch_.get(scratch_bytes), .bytes = scratch_bytes}, stream_);
   }
 
   void group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& out,

@@ -112,16 +112,12 @@ struct Prepared {
   cublasLtMatmulAlgo_t algo{};
 };
 
-constexpr std::size_t kScratchAlignment = 256;
-
 }  // namespace
 
 struct LtGemm::Impl {
   HandleOwned handle;
-  std::unique_ptr<void, CudaFree> memory;
-  std::size_t workspace_bytes = 0;  // cuBLASLt's, at the start of memory
-  GemmScratch scratch;              // after the workspace, 256-byte aligned
-  std::size_t held_bytes = 0;
+  std::unique_ptr<void, CudaFree> memory;  // cuBLASLt's workspace
+  std::size_t workspace_bytes = 0;
   std::unordered_map<GemmKey, Prepared, GemmKeyHash> cache;
 
   explicit Impl(const LtGemmOptions& options) : workspace_bytes(options.cublaslt_workspace_bytes) {
@@ -130,15 +126,10 @@ struct LtGemm::Impl {
     if (status != CUBLAS_STATUS_SUCCESS)
       throw BackendError(cat("LtGemm: cublasLtCreate failed: ", cublaslt().get_status_string(status)));
     handle.reset(h);
-    const std::size_t scratch_offset =
-        (workspace_bytes + kScratchAlignment - 1) / kScratchAlignment * kScratchAlignment;
-    const std::size_t total = scratch_offset + options.scratch_bytes;
     void* p = nullptr;
-    if (total > 0) check_cuda(cudaMalloc(&p, total), cat("allocating ", total, " bytes of GEMM workspace"));
+    if (workspace_bytes > 0)
+      check_cuda(cudaMalloc(&p, workspace_bytes), cat("allocating ", workspace_bytes, " bytes of cuBLASLt workspace"));
     memory.reset(p);
-    held_bytes = total;
-    scratch = GemmScratch{.data = options.scratch_bytes > 0 ? static_cast<char*>(p) + scratch_offset : nullptr,
-                          .bytes = options.scratch_bytes};
   }
 
 
@@ -200,7 +191,7 @@ LtGemm::LtGemm(const LtGemmOptions& options) : impl_(std::make_unique<Impl>(opti
 
 LtGemm::~LtGemm() = default;
 
-std::size_t LtGemm::workspace_bytes() const { return impl_->held_bytes; }
+std::size_t LtGemm::workspace_bytes() const { return impl_->workspace_bytes; }
 
 std::size_t LtGemm::cached_algorithms() const { return impl_->cache.size(); }
 
@@ -208,8 +199,8 @@ void LtGemm::linear(const GemmLinear& op, cudaStream_t stream) {
   run_linear(plan_linear(op), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
 }
 
-void LtGemm::conv2d(const GemmConv2d& op, cudaStream_t stream) {
-  run_conv2d(ConvPlan(op, impl_->scratch), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
+void LtGemm::conv2d(const GemmConv2d& op, const GemmScratch& scratch, cudaStream_t stream) {
+  run_conv2d(ConvPlan(op, scratch), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
 }
 
 }  // namespace sdgen::cuda

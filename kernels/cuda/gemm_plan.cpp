@@ -24,6 +24,9 @@ constexpr std::int64_t kChunkRowQuantum = 256;    // chunk sizes when a segment 
 constexpr std::int64_t kScratchAlignment = 256;   // the im2col rows start this far into scratch
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+// A 1x1 conv with stride 1 and no padding is a GEMM on x itself.
+bool needs_im2col(const Conv2dGeometry& g) { return !(g.kh == 1 && g.kw == 1 && g.stride == 1 && g.padding == 0); }
 std::int64_t round_up(std::int64_t a, std::int64_t b) { return ceil_div(a, b) * b; }
 
 const void* halves_after(const void* p, std::int64_t n) { return static_cast<const char*>(p) + n * kHalfBytes; }
@@ -210,7 +213,7 @@ ConvPlan::ConvPlan(const GemmConv2d& op, const GemmScratch& scratch) : op_(op), 
   validate_conv2d(op);
   const Conv2dGeometry& g = op.geometry;
   k_ = g.kh * g.kw * g.cin;
-  matrix_ = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.padding == 0 ? ConvMatrix::Input : ConvMatrix::Im2col;
+  matrix_ = needs_im2col(g) ? ConvMatrix::Im2col : ConvMatrix::Input;
   bias_ = op.add_per_channel || (op.bias && op.output_scale != 1.0f) ? ConvBias::Scaled
           : op.bias                                                  ? ConvBias::Given
                                                                      : ConvBias::None;
@@ -244,6 +247,15 @@ ConvPlan::ConvPlan(const GemmConv2d& op, const GemmScratch& scratch) : op_(op), 
     chunk_rows_ = segment_rows_;
   }
   chunks_per_segment_ = ceil_div(segment_rows_, chunk_rows_);
+}
+
+std::size_t conv2d_gemm_scratch_bytes(const Conv2dGeometry& g) {
+  constexpr std::int64_t kIm2colCap = std::int64_t{64} << 20;
+  const std::int64_t bias = round_up(g.cout * kHalfBytes, kScratchAlignment);
+  if (!needs_im2col(g)) return static_cast<std::size_t>(bias);
+  const std::int64_t row = round_up(g.kh * g.kw * g.cin, kIm2colRowQuantum) * kHalfBytes;
+  const std::int64_t rows = std::clamp<std::int64_t>(kIm2colCap / row, 1, g.batch * g.ho * g.wo);
+  return static_cast<std::size_t>(bias + rows * row);
 }
 
 std::size_t ConvPlan::scratch_used() const {

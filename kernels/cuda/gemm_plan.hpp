@@ -28,10 +28,12 @@
 //    into scratch by a tiny kernel (in fp16: cuBLASLt's bias has D's type) once per image; with a
 //    per-channel add, each image is therefore its own GEMM(s). With s = 1 and no add, the given bias
 //    is used as it is.
-//  * im2col is bounded by the scratch LtGemm was built with: the output rows of a GEMM are split into
-//    balanced chunks (multiples of 256 rows when there are several) whose im2col rows fit. The VAE's
-//    512x512x128 3x3 conv would need 262144 x 1152 halves = 604 MB in one go; with 64 MiB it is 10
-//    GEMMs of 26,368 rows (M that large keeps all 132 SMs busy; only the im2col write is extra).
+//  * im2col is bounded by the scratch the caller gives: the output rows of a GEMM are split into
+//    balanced chunks (multiples of 256 rows when there are several) whose im2col rows fit. The
+//    backend gives what conv2d_gemm_scratch_bytes asks, the whole im2col up to 64 MiB; a 512x512x128
+//    3x3 conv would need 262144 x 1152 halves = 604 MB in one go, and runs as 10 GEMMs of 26,368
+//    rows (M that large keeps all 132 SMs busy; only the im2col write is extra). In SD only the
+//    conv_ins (Cin = 4) come here: the implicit-GEMM kernel takes every other convolution.
 //    The im2col matrix's row stride is KH*KW*Cin rounded up to 8 halves, so that its rows start on
 //    16-byte boundaries (conv_in's 3x3x4 = 36 columns) and cuBLASLt may use its vectorized kernels.
 //
@@ -139,11 +141,16 @@ struct GemmConv2d {
   float output_scale = 1.0f;
 };
 
-// LtGemm's scratch device memory, which one conv2d may use whole.
+// Device memory a conv2d may use whole for its im2col rows and scaled bias.
 struct GemmScratch {
   void* data = nullptr;
   std::size_t bytes = 0;
 };
+
+// What a conv2d of this geometry asks for: its scaled bias (counted whether or not it has one:
+// 256 bytes or so) and the im2col rows of the whole batch, or of 64 MiB's worth when that is less
+// (then it runs in chunks), but never less than one row.
+std::size_t conv2d_gemm_scratch_bytes(const Conv2dGeometry& g);
 
 // Where the GEMM's a operand comes from: x itself (1x1, stride 1, no padding), or im2col rows.
 enum class ConvMatrix { Input, Im2col };

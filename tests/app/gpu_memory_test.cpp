@@ -35,9 +35,13 @@ std::size_t files_in(const fs::path& dir) {
   return static_cast<std::size_t>(std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
 }
 
-}  // namespace
+// What a 64x64 batch of 2 needs on the emulated GPU, as its --json report says: the peak device
+// memory, and the weights (with the backend's workspaces) held from loading on.
+struct SmallRun {
+  long long peak_kib = 0, weight_kib = 0;
+};
 
-TEST_CASE("out of GPU memory: one line that says what fits, and what it says fits runs", "[app][gpu-memory]") {
+SmallRun measure_small_run() {
   TempDir dir;
   const auto small = run_emulated("-W 64 -H 64 --batch 2 -o " + quoted(dir.path / "small.png") + " --json " +
                                   quoted(dir.path / "small.json"));
@@ -45,10 +49,18 @@ TEST_CASE("out of GPU memory: one line that says what fits, and what it says fit
   REQUIRE(small.exit_code == 0);
   const auto report = nlohmann::json::parse(std::ifstream(dir.path / "small.json"));
   const auto peak = report.at("peak_device_bytes").get<double>();
-  REQUIRE(peak > 0);
+  const auto weights = report.at("weight_bytes").get<double>();
+  REQUIRE(peak > weights);
+  REQUIRE(weights > 0);
   CHECK(report.at("peak_device_used_bytes").get<double>() > 0);  // the driver's count, sampled
+  return {static_cast<long long>(peak) / 1024, static_cast<long long>(weights) / 1024};
+}
+
+}  // namespace
+
+TEST_CASE("out of GPU memory: one line that says what fits, and what it says fits runs", "[app][gpu-memory]") {
   // What the small request needed, plus 1 MiB: its own size fits, four times its pixels cannot.
-  const std::string cap = " --max-vram " + std::to_string(static_cast<long long>(peak) / 1024 + 1024) + "K";
+  const std::string cap = " --max-vram " + std::to_string(measure_small_run().peak_kib + 1024) + "K";
 
   TempDir out;
   const auto refused = run_emulated("-W 128 -H 128 --batch 2 --outdir " + quoted(out.path) + cap);
@@ -79,9 +91,10 @@ TEST_CASE("out of GPU memory: one line that says what fits, and what it says fit
 
 TEST_CASE("out of GPU memory on a full GPU, without --max-vram: the same advice", "[app][gpu-memory]") {
   // The emulated GPU's own size (SDGEN_EMULATED_GPU_MEMORY): cudaMalloc itself fails, as on a GPU
-  // that other processes fill. 102 MiB holds the tiny model's weights and sdgen's 96 MiB of
-  // cuBLASLt workspace and im2col scratch, and not a 128x128 batch of 2.
-  ::setenv("SDGEN_EMULATED_GPU_MEMORY", "102M", 1);
+  // that other processes fill. The small request's peak plus 1 MiB holds the tiny model's weights
+  // and sdgen's workspaces, and not a 128x128 batch of 2.
+  const std::string gpu_size = std::to_string(measure_small_run().peak_kib + 1024) + "K";
+  ::setenv("SDGEN_EMULATED_GPU_MEMORY", gpu_size.c_str(), 1);
   TempDir out;
   const auto refused = run_emulated("-W 128 -H 128 --batch 2 --outdir " + quoted(out.path));
   ::unsetenv("SDGEN_EMULATED_GPU_MEMORY");
@@ -93,8 +106,10 @@ TEST_CASE("out of GPU memory on a full GPU, without --max-vram: the same advice"
 }
 
 TEST_CASE("--max-vram below the model's weights: nothing can run, and the error says so", "[app][gpu-memory]") {
+  // 1 MiB less than the weights and the workspaces allocated before them.
+  const std::string cap = " --max-vram " + std::to_string(measure_small_run().weight_kib - 1024) + "K";
   TempDir out;
-  const auto refused = run_emulated("--outdir " + quoted(out.path) + " --max-vram 97M");
+  const auto refused = run_emulated("--outdir " + quoted(out.path) + cap);
   INFO(refused.output);
   CHECK(refused.exit_code != 0);
   CHECK_THAT(refused.output, Catch::Contains("more for the model's weights") &&

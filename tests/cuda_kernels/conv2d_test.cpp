@@ -291,7 +291,28 @@ TEST_CASE("conv2d implicit GEMM: SD's 320 channels, and a 2x3 kernel", "[cuda][c
   check_conv({"[1, 6, 7, 24] -> 32, 2x3 s2 p1", 1, 6, 7, 24, 32, 2, 3, 2, 1, Fusion{.bias = true}, 1.0f, std::nullopt});
 }
 
-// Which convolutions the path takes: Cin and Cout multiples of 8, and 16-byte-aligned tensors.
+// Outputs whose channel count is not a multiple of 8 (SD's conv_out: the UNet's 4, the VAE's 3) are
+// stored channel by channel and never split. Cout = 3 and 4 on every tile shape (one vector of 8
+// cut at Cout), and 12 (a whole vector, then one cut at 12) with the launcher's plan; all fused,
+// so each term is read at the narrow stride too. A forced split of such a conv is refused.
+TEST_CASE("conv2d implicit GEMM: narrow outputs (Cout 3, 4, 12)", "[cuda][conv]") {
+  for (const ForcedPlan plan : {ForcedPlan{ConvTileShape::M128N128, 1}, ForcedPlan{ConvTileShape::M128N64, 1},
+                                ForcedPlan{ConvTileShape::M64N64, 1}}) {
+    check_conv({"[2, 5, 6, 32] -> 3, 3x3, all fused", 2, 5, 6, 32, 3, 3, 3, 1, 1, kAllFusions, 1.0f, plan});
+    check_conv({"[1, 7, 5, 40] -> 4, 3x3, bias", 1, 7, 5, 40, 4, 3, 3, 1, 1, Fusion{.bias = true}, 0.5f, plan});
+  }
+  check_conv({"[2, 6, 6, 64] -> 12, 3x3, all fused", 2, 6, 6, 64, 12, 3, 3, 1, 1, kAllFusions, 1.0f, std::nullopt});
+
+  const Conv2dGeometry g{.batch = 2, .h = 64, .w = 64, .cin = 320, .cout = 4, .kh = 3, .kw = 3,
+                         .ho = 64, .wo = 64, .stride = 1, .padding = 1};  // the UNet's conv_out at 512x512
+  CHECK(cuda::plan_conv2d_implicit(g, 132).splits == 1);
+  cuda::Conv2dImplicitLaunch l;
+  l.geometry = g;
+  CHECK_THROWS_WITH(cuda::launch_conv2d_implicit(l, cuda::make_conv2d_implicit_plan(g, ConvTileShape::M64N64, 2)),
+                    Catch::Contains("4 output channels"));
+}
+
+// Which convolutions the path takes: Cin a multiple of 8, any Cout, and 16-byte-aligned tensors.
 TEST_CASE("conv2d implicit GEMM: supported shapes and alignments", "[cuda][conv]") {
   auto launch_for = [](std::int64_t cin, std::int64_t cout) {
     cuda::Conv2dImplicitLaunch l;
@@ -310,7 +331,8 @@ TEST_CASE("conv2d implicit GEMM: supported shapes and alignments", "[cuda][conv]
   };
   CHECK(cuda::conv2d_implicit_supported(launch_for(320, 320)));
   CHECK_FALSE(cuda::conv2d_implicit_supported(launch_for(4, 320)));  // SD's conv_in
-  CHECK_FALSE(cuda::conv2d_implicit_supported(launch_for(320, 4)));  // SD's conv_out
+  CHECK(cuda::conv2d_implicit_supported(launch_for(320, 4)));  // the UNet's conv_out
+  CHECK(cuda::conv2d_implicit_supported(launch_for(128, 3)));  // the VAE's
   CHECK_FALSE(cuda::conv2d_implicit_supported(launch_for(12, 320)));
   const DeviceBuffer<__half> buffer(64);
   for (const int offset : {0, 1, 4}) {

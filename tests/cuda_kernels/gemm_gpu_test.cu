@@ -16,6 +16,7 @@
 
 #include "kernels/cuda/gemm.hpp"
 #include "tests/cuda_kernels/gemm_test_support.hpp"
+#include "tests/emu/device_buffer.hpp"
 
 namespace sdgen::test::gemm_gpu_test {
 
@@ -80,11 +81,13 @@ TEST_CASE("LtGemm conv2d on a GPU: im2col + cuBLASLt, SD 1.5 conv shapes", "[cud
       // Every tensor one half off alignment.
       {2, 8, 8, 64, 64, 3, 3, 1, 1, kBias | kAdd | kResidual, 1.0f, k64MiB, 1, "misaligned by one half"},
   };
+  cuda::LtGemm lt;
   for (const ConvCase& c : cases) {
-    std::optional<cuda::LtGemm> lt;  // alive until the case has read the output back
+    std::optional<DeviceBuffer<std::uint8_t>> scratch;  // alive until the case has read the output back
     check_conv_case(c, [&](const cuda::GemmConv2d& op, std::size_t scratch_bytes) {
-      lt.emplace(cuda::LtGemmOptions{.scratch_bytes = scratch_bytes});
-      lt->conv2d(op, nullptr);
+      scratch.emplace(scratch_bytes > 0 ? scratch_bytes : 1);
+      lt.conv2d(op, {.data = scratch_bytes > 0 ? scratch->view("scratch").raw() : nullptr, .bytes = scratch_bytes},
+                nullptr);
     });
   }
 }

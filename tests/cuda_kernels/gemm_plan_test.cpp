@@ -253,6 +253,28 @@ TEST_CASE("ConvPlan: the VAE's full-resolution convs in 64 MiB of scratch", "[cu
   CHECK(unet.steps() == 2);
 }
 
+// What the backend reserves for a conv on this path (conv2d_gemm_scratch_bytes): the scaled bias
+// (Cout halves, padded to 256 bytes) and im2col rows for the whole batch up to 64 MiB. Given that,
+// the plan runs one GEMM per segment, with any bias; beyond 64 MiB in chunks, as above.
+TEST_CASE("conv2d_gemm_scratch_bytes: enough for one GEMM per segment, up to 64 MiB of im2col", "[cuda][gemm]") {
+  // The UNet's conv_in at 512x512 with guidance: 8192 rows of 36 halves padded to 40 (80 bytes),
+  // after 640 bytes of bias padded to 768.
+  const Conv2dGeometry conv_in = conv_geometry(2, 64, 64, 4, 320, 3, 1, 1);
+  CHECK(cuda::conv2d_gemm_scratch_bytes(conv_in) == 768 + 8192 * 80);
+  for (const bool add : {false, true}) {
+    const ConvPlan plan(conv_op(conv_in, true, add, true, 0.5f),
+                        {.data = at(kScratch), .bytes = cuda::conv2d_gemm_scratch_bytes(conv_in)});
+    CHECK(plan.chunk_rows() == plan.segment_rows());
+    CHECK(plan.steps() == plan.segments());
+  }
+  // The VAE's 128-channel full-resolution conv: 29127 rows of 2304 bytes fit in 64 MiB.
+  CHECK(cuda::conv2d_gemm_scratch_bytes(conv_geometry(1, 512, 512, 128, 3, 3, 1, 1)) == 256 + 29127 * 2304);
+  // A 1x1 reads x: only the bias.
+  CHECK(cuda::conv2d_gemm_scratch_bytes(conv_geometry(2, 64, 64, 320, 640, 1, 1, 0)) == 1280);
+  // A single row larger than 64 MiB is still one row.
+  CHECK(cuda::conv2d_gemm_scratch_bytes(conv_geometry(1, 4, 4, 4 << 20, 8, 3, 1, 1)) == 256 + (std::size_t{9} << 23));
+}
+
 TEST_CASE("ConvPlan: every step's pointers, chunk by chunk", "[cuda][gemm]") {
   // [2, 10, 10, 16] -> 24, 3x3: 100 rows per image of 144 halves (288 bytes), a per-image bias of
   // 24 halves padded to 256 bytes, and 256 + 37 * 288 bytes of scratch: 37 rows fit, so each image

@@ -1,7 +1,7 @@
 // LtGemm (gemm.hpp) for the emulation build: the plans and their kernels exactly as gemm.cu runs
 // them (plan_linear / ConvPlan, run_linear / run_conv2d), each GemmCall queued on the stream as
 // host_gemm, a host loop with cuBLASLt's contract. Its memory is taken as gemm.cu takes it (one
-// cudaMalloc of cuBLASLt's workspace plus the scratch), so the backend's accounting is the GPU's.
+// cudaMalloc of cuBLASLt's workspace), so the backend's accounting is the GPU's.
 // What is not emulated is cuBLASLt itself: its descriptors, its heuristic and its kernels are tested
 // on a GPU only (tests/cuda_kernels/gemm_gpu_test.cu).
 #include "kernels/cuda/emu/emulated_gemm.hpp"
@@ -51,7 +51,6 @@ void host_gemm(const GemmCall& call) {
 
 namespace {
 
-constexpr std::size_t kScratchAlignment = 256;
 
 struct CudaFree {
   void operator()(void* p) const { cudaFree(p); }
@@ -60,24 +59,18 @@ struct CudaFree {
 }  // namespace
 
 struct LtGemm::Impl {
-  std::unique_ptr<void, CudaFree> memory;
-  GemmScratch scratch;
-  std::size_t held_bytes = 0;
+  std::unique_ptr<void, CudaFree> memory;  // stands for cuBLASLt's workspace
+  std::size_t workspace_bytes = 0;
   std::unordered_set<GemmKey, GemmKeyHash> keys;  // what gemm.cu would hold an algorithm for
 
-  explicit Impl(const LtGemmOptions& options) {
-    const std::size_t scratch_offset =
-        (options.cublaslt_workspace_bytes + kScratchAlignment - 1) / kScratchAlignment * kScratchAlignment;
-    const std::size_t total = scratch_offset + options.scratch_bytes;
+  explicit Impl(const LtGemmOptions& options) : workspace_bytes(options.cublaslt_workspace_bytes) {
     void* p = nullptr;
-    if (total > 0 && cudaMalloc(&p, total) != cudaSuccess) {
+    if (workspace_bytes > 0 && cudaMalloc(&p, workspace_bytes) != cudaSuccess) {
       cudaGetLastError();
-      throw BackendError(cat("LtGemm: allocating ", total, " bytes of GEMM workspace failed: out of memory"));
+      throw BackendError(
+          cat("LtGemm: allocating ", workspace_bytes, " bytes of cuBLASLt workspace failed: out of memory"));
     }
     memory.reset(p);
-    held_bytes = total;
-    scratch = GemmScratch{.data = options.scratch_bytes > 0 ? static_cast<char*>(p) + scratch_offset : nullptr,
-                          .bytes = options.scratch_bytes};
   }
 
   void matmul(const GemmCall& call, cudaStream_t stream) {
@@ -90,7 +83,7 @@ LtGemm::LtGemm(const LtGemmOptions& options) : impl_(std::make_unique<Impl>(opti
 
 LtGemm::~LtGemm() = default;
 
-std::size_t LtGemm::workspace_bytes() const { return impl_->held_bytes; }
+std::size_t LtGemm::workspace_bytes() const { return impl_->workspace_bytes; }
 
 std::size_t LtGemm::cached_algorithms() const { return impl_->keys.size(); }
 
@@ -98,8 +91,8 @@ void LtGemm::linear(const GemmLinear& op, cudaStream_t stream) {
   run_linear(plan_linear(op), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
 }
 
-void LtGemm::conv2d(const GemmConv2d& op, cudaStream_t stream) {
-  run_conv2d(ConvPlan(op, impl_->scratch), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
+void LtGemm::conv2d(const GemmConv2d& op, const GemmScratch& scratch, cudaStream_t stream) {
+  run_conv2d(ConvPlan(op, scratch), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
 }
 
 }  // namespace sdgen::cuda
