@@ -137,16 +137,34 @@ void run_generate(const GenerateOptions& o) {
     if (o.karras) request.scheduler_options.use_karras_sigmas = true;
     return request;
   };
-  pipeline::validate_request(model, request_for(Job{.steps = o.steps, .cfg = o.cfg}));
+  const auto command_line_request = request_for(Job{.prompt = o.prompt, .steps = o.steps, .cfg = o.cfg});
+  pipeline::validate_request(model, command_line_request);
   auto backend = make_backend(o);
   pipeline::Pipeline pipe(model, *backend);  // checks every tensor and converts the weights
   const auto identity = identify_model(model);
   const double load_seconds = seconds_since(load_start);
 
-  ProgressReporter progress(progress_style_for(stderr, o.quiet ? Verbosity::Quiet : Verbosity::Normal));
   ProfileReport report{.model_load = load_seconds,
                        .device = std::string(backend->name()),
-                       .dtype = backend->activation_dtype() == DType::F16 ? "fp16" : o.dtype};
+                       .dtype = backend->activation_dtype() == DType::F16 ? "fp16" : o.dtype,
+                       .request = {.width = width,
+                                   .height = height,
+                                   .batch = o.batch,
+                                   .steps = o.steps,
+                                   .scheduler = o.scheduler,
+                                   .cfg = o.cfg},
+                       .plan = pipe.plan_memory(command_line_request)};
+  const auto write_json = [&](const nlohmann::json& json) {
+    const auto text = json.dump(2) + "\n";
+    weights::write_file_atomically(o.json, std::as_bytes(std::span(text)));
+  };
+  if (o.dry_run) {
+    std::fputs(report.plan_table().c_str(), stdout);
+    if (!o.json.empty()) write_json(report.plan_json());
+    return;
+  }
+
+  ProgressReporter progress(progress_style_for(stderr, o.quiet ? Verbosity::Quiet : Verbosity::Normal));
   std::size_t images_written = 0;
   std::vector<Job> pending;
   auto next_job = [&, reader = from_file ? std::make_unique<PromptFileReader>(o.prompts_file, shard) : nullptr,
@@ -214,10 +232,7 @@ void run_generate(const GenerateOptions& o) {
   report.peak_device_bytes = static_cast<double>(backend->peak_device_bytes());
   report.peak_device_used_bytes = static_cast<double>(backend->peak_device_used_bytes());
   if (o.profile) std::fputs(report.table().c_str(), stdout);
-  if (!o.json.empty()) {
-    const auto json = report.json().dump(2) + "\n";
-    weights::write_file_atomically(o.json, std::as_bytes(std::span(json)));
-  }
+  if (!o.json.empty()) write_json(report.json());
   std::fprintf(stderr, "%s\n", report.summary_line(images_written).c_str());
 }
 

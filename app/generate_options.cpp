@@ -37,7 +37,10 @@ std::shared_ptr<GenerateOptions> add_generate_options(CLI::App& app) {
       ->capture_default_str();
   app.add_flag("-q,--quiet", o->quiet, "No progress output");
   app.add_flag("--profile", o->profile, "Print per-stage times, UNet iterations/s and peak memory");
-  app.add_option("--json", o->json, "Also write the profile as JSON to this file");
+  app.add_flag("--dry-run", o->dry_run,
+               "Load the model and print the memory the request would need (weights, denoising, VAE decode); "
+               "generate nothing");
+  app.add_option("--json", o->json, "Also write the profile (with --dry-run: the memory plan) as JSON to this file");
   app.add_option("--dump", o->dump, "Save the first image's intermediate tensors (diffusers' names) to this .safetensors file");
   return o;
 }

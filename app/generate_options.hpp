@@ -38,6 +38,7 @@ struct GenerateOptions {
   int clip_skip = 1;  // A1111 numbering: 1 uses the last layer
   bool quiet = false;
   bool profile = false;
+  bool dry_run = false;  // load the model, print the memory plan, generate nothing
   std::string json;
   std::string dump;
 };

@@ -21,6 +21,31 @@ std::string row(const std::string& label, const std::string& value) {
   return line + value + "\n";
 }
 
+std::string megabytes(std::size_t bytes) { return fixed(static_cast<double>(bytes) / 1e6, 1) + " MB"; }
+
+std::string describe(const RequestSummary& r) {
+  return cat(r.width, "x", r.height, ", batch ", r.batch, ", ", r.scheduler, ", ", r.steps, " steps, cfg ",
+             fixed(r.cfg, 1));
+}
+
+// "planned memory" and its parts, as rows.
+std::string plan_rows(const pipeline::MemoryPlan& p) {
+  return row("planned memory", megabytes(p.peak())) + row("  weights, workspaces", megabytes(p.weights)) +
+         row("  denoising", megabytes(p.denoising)) + row("  VAE decode", megabytes(p.decoding));
+}
+
+nlohmann::json request_json(const RequestSummary& r) {
+  return {{"width", r.width}, {"height", r.height}, {"batch", r.batch},
+          {"steps", r.steps}, {"scheduler", r.scheduler}, {"cfg", r.cfg}};
+}
+
+nlohmann::json plan_fields(const pipeline::MemoryPlan& p) {
+  return {{"planned_peak_bytes", p.peak()},
+          {"planned_weight_bytes", p.weights},
+          {"planned_denoising_bytes", p.denoising},
+          {"planned_decode_bytes", p.decoding}};
+}
+
 }  // namespace
 
 void ProfileReport::add_run(const pipeline::StageSeconds& s, std::size_t images_in_run, double png_seconds) {
@@ -49,6 +74,7 @@ double ProfileReport::unet_iterations_per_second() const {
 
 std::string ProfileReport::table() const {
   std::string t = cat("profile (", device, ", ", dtype, ")\n");
+  t += row("request", describe(request));
   t += row("model load", fixed(model_load, 3) + " s");
   t += row("tokenize", fixed(tokenize * 1e3, 2) + " ms");
   t += row("text encode", fixed(text_encode, 3) + " s");
@@ -63,12 +89,23 @@ std::string ProfileReport::table() const {
   if (peak_device_bytes > 0) t += row("peak device memory", fixed(peak_device_bytes / 1e9, 3) + " GB");
   if (peak_device_used_bytes > 0)
     t += row("  as the driver sees it", fixed(peak_device_used_bytes / 1e9, 3) + " GB (cudaMemGetInfo: with the CUDA context)");
-  return t;
+  return t + plan_rows(plan);
+}
+
+std::string ProfileReport::plan_table() const {
+  return cat("memory plan (", device, ", ", dtype, ")\n") + row("request", describe(request)) + plan_rows(plan);
+}
+
+nlohmann::json ProfileReport::plan_json() const {
+  nlohmann::json j = {{"device", device}, {"dtype", dtype}, {"request", request_json(request)}};
+  j.update(plan_fields(plan));
+  return j;
 }
 
 nlohmann::json ProfileReport::json() const {
-  return {{"device", device},
+  nlohmann::json j = {{"device", device},
           {"dtype", dtype},
+          {"request", request_json(request)},
           {"model_load_s", model_load},
           {"tokenize_s", tokenize},
           {"text_encode_s", text_encode},
@@ -84,6 +121,8 @@ nlohmann::json ProfileReport::json() const {
           {"peak_host_rss_bytes", peak_host_bytes},
           {"peak_device_bytes", peak_device_bytes},
           {"peak_device_used_bytes", peak_device_used_bytes}};
+  j.update(plan_fields(plan));
+  return j;
 }
 
 std::string ProfileReport::summary_line(std::size_t images_written) const {

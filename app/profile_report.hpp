@@ -15,10 +15,19 @@
 
 namespace sdgen::app {
 
+// The command line's request (a prompt file's lines may set other steps or cfg for themselves).
+struct RequestSummary {
+  int width = 0, height = 0, batch = 0, steps = 0;
+  std::string scheduler;
+  double cfg = 0;
+};
+
 struct ProfileReport {
   double model_load = 0;
   std::string device;
   std::string dtype;
+  RequestSummary request;
+  pipeline::MemoryPlan plan;  // the request's, planned before it ran
   double tokenize = 0;
   double text_encode = 0;
   std::vector<double> steps;  // every UNet call of every run
@@ -37,6 +46,9 @@ struct ProfileReport {
   double unet_iterations_per_second() const;  // 1 / median step
   std::string table() const;
   nlohmann::json json() const;
+  // What --dry-run prints and writes: the request and its memory plan only.
+  std::string plan_table() const;
+  nlohmann::json plan_json() const;
   // "wrote 4 images, 12.3 s/image, UNet 0.82 it/s, peak memory 2.41 GB (host RSS)"
   std::string summary_line(std::size_t images_written) const;
 };

@@ -80,8 +80,11 @@ class DeviceMemory final : public Allocator {
     peak_ = std::max(peak_, in_use_);
   }
 
+  // What an allocation of `bytes` takes: a multiple of 256 bytes, as cudaMalloc aligns.
+  static std::size_t allocation_bytes(std::size_t bytes) { return (std::max<std::size_t>(bytes, 1) + 255) / 256 * 256; }
+
   void* allocate(std::size_t bytes, const char* what) {
-    const std::size_t rounded = (std::max<std::size_t>(bytes, 1) + 255) / 256 * 256;
+    const std::size_t rounded = allocation_bytes(bytes);
     check_cap(rounded, what);
     void* p = nullptr;
     if (const cudaError_t err = cudaMalloc(&p, rounded); err != cudaSuccess) {
@@ -101,7 +104,7 @@ class DeviceMemory final : public Allocator {
   }
   void free(void* p, std::size_t bytes) noexcept {
     cudaFree(p);
-    in_use_ -= (std::max<std::size_t>(bytes, 1) + 255) / 256 * 256;
+    in_use_ -= allocation_bytes(bytes);
   }
 
   Block acquire(std::size_t bytes) override {
@@ -214,6 +217,7 @@ class CudaBackend final : public Backend {
     memory_.check_cap(gemm_options.cublaslt_workspace_bytes, "cuBLASLt's workspace");
     gemm_ = std::make_unique<cuda::LtGemm>(gemm_options);
     memory_.count_external(gemm_->workspace_bytes(), "cuBLASLt's workspace");
+    embedding_error_.emplace(memory_, sizeof(int), "the embedding check");
   }
   ~CudaBackend() override {
     if (stream_) cudaStreamDestroy(stream_);
@@ -243,7 +247,10 @@ class CudaBackend final : public Backend {
   void reserve_scratch(std::size_t bytes) override { scratch_.reserve(bytes); }
   Allocator& allocator() override { return memory_; }
   DType activation_dtype() const override { return DType::F16; }
-  std::size_t held_bytes() const override { return weight_bytes_ + gemm_->workspace_bytes() + scratch_bytes(); }
+  std::size_t held_bytes() const override {
+    return weight_bytes_ + gemm_->workspace_bytes() + DeviceMemory::allocation_bytes(embedding_error_->bytes()) +
+           scratch_bytes();
+  }
   std::size_t peak_device_bytes() const override { return memory_.peak(); }
   std::size_t peak_device_used_bytes() const override { return peak_used_; }
 
@@ -265,7 +272,7 @@ class CudaBackend final : public Backend {
     }
     DeviceBlock& block = weights_.emplace_back(memory_, n * 2, "the model's weights");
     check_cuda(cudaMemcpy(block.data(), halves.data(), n * 2, cudaMemcpyHostToDevice), "uploading a weight");
-    weight_bytes_ += n * 2;
+    weight_bytes_ += DeviceMemory::allocation_bytes(n * 2);
     return Tensor::contiguous(block.data(), DType::F16, w.shape, Device{DeviceKind::Cuda, device_});
   }
 
@@ -465,7 +472,6 @@ class CudaBackend final : public Backend {
   // encoding, outside the denoising loop).
   void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) override {
     const EmbeddingGeometry g = check_embedding(support(), ids, table, out);
-    if (!embedding_error_) embedding_error_.emplace(memory_, sizeof(int), "the embedding check");
     check_cuda(cudaMemsetAsync(embedding_error_->data(), 0, sizeof(int), stream_), "clearing the embedding check");
     cuda::embedding({.ids = device_view<const std::int32_t>(ids, "ids"),
                      .table = device_view<const __half>(table, "table"),
@@ -503,7 +509,7 @@ class CudaBackend final : public Backend {
   std::size_t weight_bytes_ = 0;
   // The ops' scratch: the implicit convolution's split-K partials, group norm's statistics.
   Workspace scratch_{memory_, "the ops' scratch (split-K partials, group statistics)"};
-  std::optional<DeviceBlock> embedding_error_;
+  std::optional<DeviceBlock> embedding_error_;  // the embedding kernel's out-of-range flag
   std::size_t peak_used_ = 0;
 };
 

@@ -156,21 +156,43 @@ StagePlan Pipeline::plan_vae_decode(std::int64_t h, std::int64_t w) const {
   });
 }
 
-std::string Pipeline::fit_advice(const GenerateRequest& r, std::int64_t tokens, int latent_buffers,
-                                 std::size_t budget) const {
+MemoryPlan Pipeline::plan_memory(const GenerateRequest& r) const {
+  auto options = r.scheduler_options;
+  options.steps = r.steps;
+  const schedulers::Scheduler scheduler(r.scheduler, model_.scheduler, options);
+  bool draws_noise = false;
+  for (int call = 0; call < scheduler.num_calls(); ++call) draws_noise = draws_noise || scheduler.needs_noise(call);
+  const auto latent_buffers = static_cast<std::size_t>(1 + scheduler.history_slots() + (draws_noise ? 1 : 0));
+
   const bool guided = r.guidance_scale > 1.0;
+  const auto tokens = static_cast<std::int64_t>(tokenizer_.encode(r.prompt).size());
   const std::int64_t hidden = model_.text_encoder.hidden_size, c = model_.unet.in_channels;
-  const auto act_bytes = static_cast<std::int64_t>(dtype_size(backend_.activation_dtype()));
+  const std::int64_t rows = guided ? 2 * r.batch : r.batch, h = r.height / 8, w = r.width / 8;
+  const auto context_bytes =
+      static_cast<std::size_t>(rows * tokens * hidden) * dtype_size(backend_.activation_dtype());
+  const auto latent_bytes = static_cast<std::size_t>(r.batch * h * w * c) * sizeof(float);
+  const StagePlan unet = plan_unet_step(rows, h, w, Shape{rows, tokens, hidden});
+  const StagePlan vae = plan_vae_decode(h, w);
+  // Each part is one allocation, which a GPU's allocator rounds up to 256 bytes. The denoising loop
+  // also holds every call's coefficients and the call index (in device memory on a GPU).
+  const auto block = [](std::size_t bytes) { return (bytes + 255) / 256 * 256; };
+  const std::size_t loop_table = block(static_cast<std::size_t>(scheduler.num_calls()) * sizeof(StepCoefficients)) +
+                                 block(sizeof(int));
+  return {.weights = weight_bytes(),
+          .denoising = block(context_bytes) + latent_buffers * block(latent_bytes) +
+                       block(plan_arena(unet.requests).total_bytes) + block(unet.scratch_bytes) + loop_table,
+          .decoding = block(context_bytes) + block(latent_bytes) + block(plan_arena(vae.requests).total_bytes) +
+                      block(vae.scratch_bytes)};
+}
+
+std::string Pipeline::fit_advice(const GenerateRequest& r, std::size_t budget) const {
   const auto needs = [&](std::int64_t batch, std::int64_t width, std::int64_t height) {
-    const std::int64_t rows = guided ? 2 * batch : batch, h = height / 8, w = width / 8;
-    const auto latent_bytes = static_cast<std::size_t>(batch * h * w * c * 4);
-    const StagePlan unet = plan_unet_step(rows, h, w, Shape{rows, tokens, hidden});
-    const StagePlan vae = plan_vae_decode(h, w);
-    const std::size_t denoising = plan_arena(unet.requests).total_bytes +
-                                  static_cast<std::size_t>(rows * tokens * hidden * act_bytes) +
-                                  static_cast<std::size_t>(latent_buffers) * latent_bytes;
-    const std::size_t decoding = plan_arena(vae.requests).total_bytes + latent_bytes;
-    return std::max(denoising + unet.scratch_bytes, decoding + vae.scratch_bytes);
+    GenerateRequest candidate = r;
+    candidate.batch = static_cast<int>(batch);
+    candidate.width = static_cast<int>(width);
+    candidate.height = static_cast<int>(height);
+    const MemoryPlan plan = plan_memory(candidate);
+    return plan.peak() - plan.weights;
   };
   std::string advice;
   std::int64_t batch = r.batch - 1;
@@ -311,7 +333,7 @@ GeneratedImages Pipeline::generate(const GenerateRequest& r, const ProgressFn& p
   std::size_t scratch_held = 0;
   const auto with_advice = [&](const DeviceMemoryError& e, std::size_t held) {
     return DeviceMemoryError(
-        cat(e.what(), ". ", fit_advice(r, tokens, latent_buffers, e.available + held + scratch_held)), e.requested,
+        cat(e.what(), ". ", fit_advice(r, e.available + held + scratch_held)), e.requested,
         e.available);
   };
   {

@@ -96,6 +96,18 @@ struct StagePlan {
   std::size_t scratch_bytes = 0;
 };
 
+// What a request needs of the backend's memory (the GPU's, on the CUDA backend), planned by the
+// shape-only passes: nothing is allocated or computed. The stages run one after the other, so the
+// peak is the weights plus the larger stage.
+struct MemoryPlan {
+  std::size_t weights = 0;    // converted weights and the backend's workspaces, held from loading on
+  std::size_t denoising = 0;  // text context, the F32 latent buffers (sample, scheduler history,
+                              // noise), the UNet step's arena and its ops' scratch, the loop's
+                              // coefficient table
+  std::size_t decoding = 0;   // text context, latents, one image's decode arena and its ops' scratch
+  std::size_t peak() const { return weights + std::max(denoising, decoding); }
+};
+
 class Pipeline {
  public:
   // Builds the networks from the opened model's configs, checks every tensor (ModelError on any
@@ -112,6 +124,9 @@ class Pipeline {
   const weights::OpenedModel& model() const { return model_; }
   // Bytes of converted weights held for the backend (store + backend-owned packed copies).
   std::size_t weight_bytes() const;
+  // The memory `request` will need (what the out-of-memory advice plans with, and --dry-run shows).
+  // Its steps, batch and size must be valid (validate_request).
+  MemoryPlan plan_memory(const GenerateRequest& request) const;
 
  private:
   // The activation requests and op scratch of one UNet call on a [rows, h, w, in_channels] latent
@@ -120,12 +135,8 @@ class Pipeline {
   StagePlan plan_unet_step(std::int64_t rows, std::int64_t h, std::int64_t w, const Shape& context) const;
   StagePlan plan_vae_decode(std::int64_t h, std::int64_t w) const;
   // When memory runs out: what would fit (a smaller batch at this size, a smaller size at this
-  // batch) in `budget` bytes, the memory left beside the weights. The denoising loop needs the text
-  // context, `latent_buffers` F32 latent-sized buffers (sample, scheduler history, noise) and the
-  // UNet step's arena; the decode then needs the latents and its own arena; each stage holds the op
-  // scratch it needs, no more. All planned, nothing allocated.
-  std::string fit_advice(const GenerateRequest& request, std::int64_t tokens, int latent_buffers,
-                         std::size_t budget) const;
+  // batch) in `budget` bytes, the memory left beside the weights (plan_memory's stages).
+  std::string fit_advice(const GenerateRequest& request, std::size_t budget) const;
 
   const weights::OpenedModel& model_;
   Backend& backend_;

@@ -116,3 +116,37 @@ TEST_CASE("--max-vram below the model's weights: nothing can run, and the error 
                                  Catch::Contains("no smaller image or batch can run"));
   CHECK(files_in(out.path) == 0);
 }
+
+// The memory plan (Pipeline::plan_memory) is what --dry-run prints and --json reports, and what the
+// out-of-memory advice plans with. It counts every allocation a run makes after loading (the
+// stages' arenas and scratch, the context, latents and the loop's table, each rounded to 256 bytes
+// as cudaMalloc's), so the allocator's measured peak must equal it exactly: once where the VAE
+// decode sets the peak (64x64, batch 2) and once where the denoising loop does (32x32, batch 4,
+// Euler ancestral's noise buffer). The text encoder's own stage needs less at these sizes.
+// --dry-run loads the model, prints the plan and writes no image.
+TEST_CASE("the memory plan: --dry-run shows it, and a run's measured peak equals it", "[app][gpu-memory]") {
+  for (const std::string args : {"-W 64 -H 64 --batch 2", "-W 32 -H 32 --batch 4 --scheduler euler_a"}) {
+    INFO(args);
+    TempDir dir;
+    fs::create_directory(dir.path / "images");
+    const auto plan = run_emulated(args + " --dry-run --outdir " + quoted(dir.path / "images") + " --json " +
+                                   quoted(dir.path / "plan.json"));
+    INFO(plan.output);
+    REQUIRE(plan.exit_code == 0);
+    CHECK_THAT(plan.output, Catch::Contains("memory plan (cuda, fp16)") && Catch::Contains("planned memory"));
+    CHECK(files_in(dir.path / "images") == 0);
+    const auto planned = nlohmann::json::parse(std::ifstream(dir.path / "plan.json"));
+
+    const auto run = run_emulated(args + " --outdir " + quoted(dir.path / "images") + " --json " +
+                                  quoted(dir.path / "run.json"));
+    INFO(run.output);
+    REQUIRE(run.exit_code == 0);
+    const auto measured = nlohmann::json::parse(std::ifstream(dir.path / "run.json"));
+    const auto peak = planned.at("planned_peak_bytes").get<double>();
+    CHECK(peak == planned.at("planned_weight_bytes").get<double>() +
+                      std::max(planned.at("planned_denoising_bytes").get<double>(),
+                               planned.at("planned_decode_bytes").get<double>()));
+    CHECK(measured.at("planned_peak_bytes").get<double>() == peak);
+    CHECK(measured.at("peak_device_bytes").get<double>() == peak);
+  }
+}
