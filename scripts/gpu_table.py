@@ -166,7 +166,10 @@ def main():
         rows.append((name, request, profile))
     if not rows:
         sys.exit(f"gpu_table: no *.request.json files in {args.runs}")
-    memory_keys = sorted({k for _, _, p in rows if p for k in p if k.startswith("peak_device") and k.endswith("_bytes")})
+    # The allocator's and the driver's peaks, and the plan the run was made with (equal to the
+    # allocator's when the plan is complete).
+    memory_keys = sorted({k for _, _, p in rows if p for k in p
+                          if (k.startswith("peak_device") or k == "planned_peak_bytes") and k.endswith("_bytes")})
 
     print(f"GPU: {args.gpu or 'unknown'}; dense fp16 rate: "
           + (f"{peak:g} TFLOP/s" if peak else "unknown (give --peak-tflops)"))
