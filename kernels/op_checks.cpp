@@ -135,17 +135,6 @@ bool same_leading(const Tensor& a, const Tensor& b) {
   return true;
 }
 
-std::string_view act_name(Act act) {
-  switch (act) {
-    case Act::None: return "none";
-    case Act::Silu: return "silu";
-    case Act::Gelu: return "gelu";
-    case Act::GeluTanh: return "gelu_tanh";
-    case Act::QuickGelu: return "quick_gelu";
-  }
-  return "?";
-}
-
 void check_act(std::string_view op, Act act) {
   if (act_name(act) == "?") fail(op, cat("unknown activation ", static_cast<int>(act)));
 }
@@ -161,6 +150,17 @@ void check_op_weight(const OpSupport& s, std::string_view op, const Tensor& w, i
 bool finite_positive(float v) { return std::isfinite(v) && v > 0.0f; }
 
 }  // namespace
+
+std::string_view act_name(Act act) {
+  switch (act) {
+    case Act::None: return "none";
+    case Act::Silu: return "silu";
+    case Act::Gelu: return "gelu";
+    case Act::GeluTanh: return "gelu_tanh";
+    case Act::QuickGelu: return "quick_gelu";
+  }
+  return "?";
+}
 
 // ---- the ops
 

@@ -127,6 +127,9 @@ AttentionGeometry check_attention(const OpSupport& s, const Tensor& q, const Ten
                                   const Tensor& out, const AttentionArgs& args);
 GegluGeometry check_geglu(const OpSupport& s, const Tensor& x, const Tensor& out);
 std::int64_t check_activation(const OpSupport& s, const Tensor& x, const Tensor& out, Act act);
+
+// "none", "silu", "gelu", "gelu_tanh", "quick_gelu" ("?" for a value outside the enum), for messages.
+std::string_view act_name(Act act);
 AddGeometry check_add(const OpSupport& s, const Tensor& a, const Tensor* b, const Tensor& out,
                       const AddArgs& args);
 UpsampleGeometry check_upsample_nearest(const OpSupport& s, const Tensor& x, const Tensor& out);

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/op_checks.hpp"
 #include "tests/cuda_kernels/fp16_rule.hpp"
 #include "tests/cuda_kernels/half_tensor_support.hpp"
 #include "tests/support/reference_backend.hpp"
@@ -58,16 +59,6 @@ float naive_act(Act a, float x) {
   return x;
 }
 
-const char* act_name(Act a) {
-  switch (a) {
-    case Act::None: return "None";
-    case Act::Silu: return "Silu";
-    case Act::Gelu: return "Gelu";
-    case Act::GeluTanh: return "GeluTanh";
-    case Act::QuickGelu: return "QuickGelu";
-  }
-  return "?";
-}
 
 // ---- activation
 
@@ -92,7 +83,7 @@ TEST_CASE("activation: every Act on the vector and scalar paths, in place and no
   ReferenceBackend reference;
   for (const ActivationCase& k : cases) {
     for (Act act : {Act::None, Act::Silu, Act::Gelu, Act::GeluTanh, Act::QuickGelu}) {
-      const std::string what = std::string(k.why) + ", " + act_name(act);
+      const std::string what = std::string(k.why) + ", " + std::string(act_name(act));
       CAPTURE(what);
       const std::vector<float> x = randn_f16(std::size_t(k.n), 100 + std::uint64_t(k.n), kSigma);
       GuardedHalves d_x(x, k.misalign);

@@ -10,6 +10,7 @@
 
 #include "lib/core/half.hpp"
 #include "kernels/backend.hpp"
+#include "kernels/op_checks.hpp"
 #include "lib/core/tensor.hpp"
 
 namespace sdgen::test {
@@ -121,16 +122,5 @@ inline double act_tol(Act a, double x, double ref) {
 // |act'| is at most 1.13 for every activation here: error in the argument passes through scaled
 // by at most that.
 inline constexpr double kActSlope = 1.13;
-
-inline const char* act_name(Act a) {
-  switch (a) {
-    case Act::None: return "none";
-    case Act::Silu: return "silu";
-    case Act::Gelu: return "gelu";
-    case Act::GeluTanh: return "gelu_tanh";
-    case Act::QuickGelu: return "quick_gelu";
-  }
-  return "?";
-}
 
 }  // namespace sdgen::test
