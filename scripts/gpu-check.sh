@@ -5,7 +5,9 @@
 #   2. configures and builds the bare-host mode in build-gpu: Release, CUDA on, no CPU backend,
 #      every core, only sdgen and the executables of the `gpu`-labelled tests, for this GPU's
 #      architecture alone;
-#   3. runs the gpu tests (ctest -L gpu); with a GPU present, a skipped one is a failure;
+#   3. runs the gpu tests (ctest -L gpu); with a GPU present, a skipped one is a failure. A failing
+#      test does not stop the check (a GPU session is too scarce to lose the figures for one
+#      kernel): the runs still go, and the check ends with the failure and exit status 1;
 #   4. writes the full-size SD 1.5 model with random weights (make-model --preset sd15, fp16: the
 #      weights the CUDA backend computes in, at half the bytes to write);
 #   5. runs `sdgen --device cuda --profile --json` at 512x512 (25 DPM-Solver++ steps and 50 DDIM
@@ -102,12 +104,18 @@ sdgen=$build/app/sdgen
 # ---- 3. the gpu tests
 phase "ctest -L gpu"
 ctest_log=$(mktemp)
-ctest --test-dir "$build" -L gpu --output-on-failure --timeout 240 2>&1 | tee "$ctest_log" || stop "a gpu test failed"
+test_failure=""
+ctest --test-dir "$build" -L gpu --output-on-failure --timeout 240 2>&1 | tee "$ctest_log" ||
+  test_failure="a gpu test failed (ctest's output is in the phase above): the figures below come from code that failed it"
 skipped=$(grep -c '\*\*\*Skipped' "$ctest_log" || true)
 if [ "$skipped" -gt 0 ]; then
-  [ -z "$gpu_name" ] || stop "$skipped gpu test(s) skipped although nvidia-smi sees $gpu_name"
-  echo "($skipped gpu test(s) skipped: no GPU here)"
+  if [ -n "$gpu_name" ]; then
+    test_failure="$skipped gpu test(s) skipped although nvidia-smi sees $gpu_name"
+  else
+    echo "($skipped gpu test(s) skipped: no GPU here)"
+  fi
 fi
+[ -z "$test_failure" ] || echo "gpu-check: $test_failure; going on with the runs" >&2
 
 # ---- 4. the full-size model
 phase "make-model --preset sd15 --dtype fp16"
@@ -160,4 +168,5 @@ done
 phase "table (for docs/benchmarks.md: $(date -u +%Y-%m-%d), $gpu_name, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $invocation)"
 python3 scripts/gpu_table.py --model "$model" --gpu "$gpu_name" "$runs"
 echo "total: $((SECONDS - started)) s"
+[ -z "$test_failure" ] || stop "$test_failure"
 [ "$failures" -eq 0 ] || stop "$failures run(s) failed; their logs are in $runs"
