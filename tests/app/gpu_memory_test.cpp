@@ -41,7 +41,7 @@ struct SmallRun {
   long long peak_kib = 0, weight_kib = 0;
 };
 
-SmallRun measure_small_run() {
+SmallRun run_small_request() {
   TempDir dir;
   const auto small = run_emulated("-W 64 -H 64 --batch 2 -o " + quoted(dir.path / "small.png") + " --json " +
                                   quoted(dir.path / "small.json"));
@@ -54,6 +54,12 @@ SmallRun measure_small_run() {
   REQUIRE(weights > 0);
   CHECK(report.at("peak_device_used_bytes").get<double>() > 0);  // the driver's count, sampled
   return {static_cast<long long>(peak) / 1024, static_cast<long long>(weights) / 1024};
+}
+
+// Measured once per process: the test cases below share it.
+const SmallRun& measure_small_run() {
+  static const SmallRun measured = run_small_request();
+  return measured;
 }
 
 }  // namespace
