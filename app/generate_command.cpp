@@ -17,9 +17,11 @@
 #include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <string_view>
 
 #include "app/commands.hpp"
 #include "app/cpu_device.hpp"
@@ -58,13 +60,23 @@ std::optional<std::size_t> parse_memory_size(const std::string& text) {
   return std::stoull(text.substr(0, digits)) << shift;
 }
 
+// SDGEN_CUDA_GRAPHS=0 turns off the denoising loop's graph capture (docs/gpu.md, "When a GPU run
+// fails"): a debugging switch, like CUDA_LAUNCH_BLOCKING, so an environment variable and not an
+// option.
+CudaGraphs cuda_graphs_from_environment() {
+  const char* value = std::getenv("SDGEN_CUDA_GRAPHS");
+  if (value == nullptr || std::string_view(value) == "1") return CudaGraphs::Capture;
+  if (std::string_view(value) == "0") return CudaGraphs::Off;
+  throw UsageError(cat("SDGEN_CUDA_GRAPHS='", value, "': expected 1 (capture the denoising step, the default) or 0"));
+}
+
 // --device auto: the GPU when this build has CUDA and one is usable, else the CPU.
 std::unique_ptr<Backend> make_backend(const GenerateOptions& o) {
   const bool cuda = o.device == "cuda" || (o.device == "auto" && !query_gpus().gpus.empty());
   const auto max_vram = parse_memory_size(o.max_vram);
   if (cuda) {
     if (o.dtype == "bf16") throw UsageError("--dtype bf16 is a CPU option: a GPU computes in fp16");
-    return make_cuda_backend({.memory_limit = max_vram});
+    return make_cuda_backend({.graphs = cuda_graphs_from_environment(), .memory_limit = max_vram});
   }
   if (max_vram) throw UsageError("--max-vram limits GPU memory: it needs --device cuda (or a GPU for --device auto)");
   return make_cpu_backend(CpuBackendOptions{.threads = o.threads, .compute = o.dtype == "bf16" ? DType::BF16 : DType::F32});

@@ -14,8 +14,14 @@
 
 namespace sdgen {
 
+// Whether the denoising loop records one call as a CUDA graph and replays it (the default), or
+// enqueues every call's kernels itself: slower by the launches, for finding a fault on a GPU (an
+// error inside a replayed graph names no kernel; with CUDA_LAUNCH_BLOCKING=1 an eager launch does).
+enum class CudaGraphs { Capture, Off };
+
 struct CudaBackendOptions {
   int device = 0;
+  CudaGraphs graphs = CudaGraphs::Capture;
   // At most this many bytes of device memory for everything the backend allocates (weights,
   // activations, library workspaces): --max-vram. A request past it fails with a
   // DeviceMemoryError, as a real out-of-memory does.

@@ -207,7 +207,7 @@ cuda::GlobalPtr<T> strided_view(const Tensor& t, const char* name) {
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const CudaBackendOptions& options)
-      : device_(options.device), memory_(options.device, options.memory_limit) {
+      : device_(options.device), graphs_(options.graphs), memory_(options.device, options.memory_limit) {
     check_cuda(cudaSetDevice(device_), "selecting the device");
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "creating a stream");
     check_cuda(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_),
@@ -501,6 +501,7 @@ class CudaBackend final : public Backend {
   std::size_t scratch_bytes() const { return scratch_.bytes(); }
 
   int device_;
+  CudaGraphs graphs_;
   DeviceMemory memory_;
   cudaStream_t stream_ = nullptr;
   int multiprocessors_ = 0;
@@ -523,6 +524,7 @@ class CudaBackend final : public Backend {
 //   call 1  is captured (cudaStreamCaptureModeGlobal, so any call that would break a graph fails
 //           the capture instead of silently running once), instantiated, then launched;
 //   later   calls launch the instantiated graph: one launch per step instead of hundreds.
+// With CudaGraphs::Off every call runs as call 0 does (for finding a fault on a GPU).
 // The pipeline's contract (DenoisingLoop::run) keeps the captured work valid: the same arena
 // memory, rewound before each call; the noise uploaded into a fixed buffer before run().
 class CudaDenoisingLoop final : public DenoisingLoop {
@@ -551,7 +553,7 @@ class CudaDenoisingLoop final : public DenoisingLoop {
       ++call_;
       return;
     }
-    if (call_ == 0) {
+    if (call_ == 0 || b_.graphs_ == CudaGraphs::Off) {
       step();
       return;
     }
