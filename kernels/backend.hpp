@@ -159,7 +159,9 @@ class Backend {
   // until it is destroyed, so the caller may release the source right away. The result keeps w's
   // shape and may be Layout::Packed (readable by this backend only). The default keeps w.
   virtual Tensor prepare_weight(const Tensor& w, WeightUse /*use*/) { return w; }
-  // Bytes the backend holds itself (prepared weights, scratch), for --profile.
+  // Bytes the backend holds itself from loading on (prepared weights, library workspaces, and
+  // scratch that is not planned per stage), for --profile and the memory plan. The scratch held by
+  // reserve_scratch is not in it: each stage's plan counts its own.
   virtual std::size_t held_bytes() const { return 0; }
   // The high-water mark of the device memory this backend allocated (weights, activations,
   // workspaces), for --profile; 0 for a backend that computes in host memory.

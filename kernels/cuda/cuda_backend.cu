@@ -248,8 +248,7 @@ class CudaBackend final : public Backend {
   Allocator& allocator() override { return memory_; }
   DType activation_dtype() const override { return DType::F16; }
   std::size_t held_bytes() const override {
-    return weight_bytes_ + gemm_->workspace_bytes() + DeviceMemory::allocation_bytes(embedding_error_->bytes()) +
-           scratch_bytes();
+    return weight_bytes_ + gemm_->workspace_bytes() + DeviceMemory::allocation_bytes(embedding_error_->bytes());
   }
   std::size_t peak_device_bytes() const override { return memory_.peak(); }
   std::size_t peak_device_used_bytes() const override { return peak_used_; }
@@ -497,8 +496,6 @@ class CudaBackend final : public Backend {
     if (cudaMemGetInfo(&free, &total) == cudaSuccess) peak_used_ = std::max(peak_used_, total - free);
     cudaGetLastError();
   }
-
-  std::size_t scratch_bytes() const { return scratch_.bytes(); }
 
   int device_;
   CudaGraphs graphs_;
