@@ -176,6 +176,9 @@ class Backend {
   // On a shape-only backend: the scratch the ops run on it so far need (the largest single op's);
   // 0 elsewhere.
   virtual std::size_t planned_scratch_bytes() const { return 0; }
+  // Memory a denoising loop of `calls` calls holds besides the pipeline's tensors (the device copy
+  // of the coefficient table, on a GPU), for planning; 0 where the table stays on the host.
+  virtual std::size_t denoising_loop_bytes(std::size_t /*calls*/) const { return 0; }
   // Holds exactly `bytes` of the ops' scratch from now on (growing or shrinking what was held),
   // before a stage whose planning pass measured them, so that the stage itself allocates nothing
   // and keeps no more than it needs. A no-op for a backend without scratch.

@@ -116,6 +116,7 @@ class DeviceMemory final : public Allocator {
     free(block.data, block.bytes);
   }
   Device device() const override { return {DeviceKind::Cuda, device_}; }
+  std::size_t footprint(std::size_t bytes) const override { return allocation_bytes(bytes); }
 
   void check_cap(std::size_t bytes, const char* what) const {
     if (limit_ && in_use_ + bytes > *limit_)
@@ -245,6 +246,11 @@ class CudaBackend final : public Backend {
                                     }});
   }
   void reserve_scratch(std::size_t bytes) override { scratch_.reserve(bytes); }
+  // CudaDenoisingLoop's table of every call's coefficients and its call index.
+  std::size_t denoising_loop_bytes(std::size_t calls) const override {
+    return DeviceMemory::allocation_bytes(std::max<std::size_t>(calls * sizeof(StepCoefficients), 1)) +
+           DeviceMemory::allocation_bytes(sizeof(int));
+  }
   Allocator& allocator() override { return memory_; }
   DType activation_dtype() const override { return DType::F16; }
   std::size_t held_bytes() const override {

@@ -31,6 +31,9 @@ class Allocator {
   virtual Block acquire(std::size_t bytes) = 0;
   virtual void release(std::size_t token) noexcept = 0;
   virtual Device device() const = 0;
+  // What an acquire of `bytes` takes of the memory behind it (a GPU's allocator rounds up), for
+  // planning.
+  virtual std::size_t footprint(std::size_t bytes) const { return bytes; }
 };
 
 // An owned activation: a Tensor view plus the duty to release it.

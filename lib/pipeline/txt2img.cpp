@@ -173,11 +173,10 @@ MemoryPlan Pipeline::plan_memory(const GenerateRequest& r) const {
   const auto latent_bytes = static_cast<std::size_t>(r.batch * h * w * c) * sizeof(float);
   const StagePlan unet = plan_unet_step(rows, h, w, Shape{rows, tokens, hidden});
   const StagePlan vae = plan_vae_decode(h, w);
-  // Each part is one allocation, which a GPU's allocator rounds up to 256 bytes. The denoising loop
-  // also holds every call's coefficients and the call index (in device memory on a GPU).
-  const auto block = [](std::size_t bytes) { return (bytes + 255) / 256 * 256; };
-  const std::size_t loop_table = block(static_cast<std::size_t>(scheduler.num_calls()) * sizeof(StepCoefficients)) +
-                                 block(sizeof(int));
+  // Each part is one allocation, at what the backend's allocator takes for it.
+  const Allocator& memory = backend_.allocator();
+  const auto block = [&](std::size_t bytes) { return memory.footprint(bytes); };
+  const std::size_t loop_table = backend_.denoising_loop_bytes(static_cast<std::size_t>(scheduler.num_calls()));
   return {.weights = weight_bytes(),
           .denoising = block(context_bytes) + latent_buffers * block(latent_bytes) +
                        block(plan_arena(unet.requests).total_bytes) + block(unet.scratch_bytes) + loop_table,
