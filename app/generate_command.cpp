@@ -70,16 +70,32 @@ CudaGraphs cuda_graphs_from_environment() {
   throw UsageError(cat("SDGEN_CUDA_GRAPHS='", value, "': expected 1 (capture the denoising step, the default) or 0"));
 }
 
-// --device auto: the GPU when this build has CUDA and one is usable, else the CPU.
-std::unique_ptr<Backend> make_backend(const GenerateOptions& o) {
+// The backend, and the precision it computes in as --dtype spells it.
+struct ChosenBackend {
+  std::unique_ptr<Backend> backend;
+  std::string dtype;
+};
+
+// --device auto: the GPU when this build has CUDA and one is usable, else the CPU. --dtype's
+// default is the device's: fp32 on the CPU, fp16 on a GPU; bf16 runs on both.
+ChosenBackend make_backend(const GenerateOptions& o) {
   const bool cuda = o.device == "cuda" || (o.device == "auto" && !query_gpus().gpus.empty());
   const auto max_vram = parse_memory_size(o.max_vram);
   if (cuda) {
-    if (o.dtype == "bf16") throw UsageError("--dtype bf16 is a CPU option: a GPU computes in fp16");
-    return make_cuda_backend({.graphs = cuda_graphs_from_environment(), .memory_limit = max_vram});
+    const std::string dtype = o.dtype.empty() ? "fp16" : o.dtype;
+    if (dtype == "fp32")
+      throw UsageError("--dtype fp32 is a CPU option (--device cpu): a GPU computes in fp16 or bf16");
+    return {make_cuda_backend({.storage = dtype == "bf16" ? DType::BF16 : DType::F16,
+                               .graphs = cuda_graphs_from_environment(),
+                               .memory_limit = max_vram}),
+            dtype};
   }
   if (max_vram) throw UsageError("--max-vram limits GPU memory: it needs --device cuda (or a GPU for --device auto)");
-  return make_cpu_backend(CpuBackendOptions{.threads = o.threads, .compute = o.dtype == "bf16" ? DType::BF16 : DType::F32});
+  const std::string dtype = o.dtype.empty() ? "fp32" : o.dtype;
+  if (dtype == "fp16")
+    throw UsageError("--dtype fp16 is a GPU option (--device cuda): the CPU computes in fp32 or bf16");
+  return {make_cpu_backend(CpuBackendOptions{.threads = o.threads, .compute = dtype == "bf16" ? DType::BF16 : DType::F32}),
+          dtype};
 }
 
 // One prompt to run, from the command line or a prompt file.
@@ -151,14 +167,15 @@ void run_generate(const GenerateOptions& o) {
   };
   const auto command_line_request = request_for(Job{.prompt = o.prompt, .steps = o.steps, .cfg = o.cfg});
   pipeline::validate_request(model, command_line_request);
-  auto backend = make_backend(o);
+  const ChosenBackend chosen = make_backend(o);
+  const std::unique_ptr<Backend>& backend = chosen.backend;
   pipeline::Pipeline pipe(model, *backend);  // checks every tensor and converts the weights
   const auto identity = identify_model(model);
   const double load_seconds = seconds_since(load_start);
 
   ProfileReport report{.model_load = load_seconds,
                        .device = std::string(backend->name()),
-                       .dtype = backend->activation_dtype() == DType::F16 ? "fp16" : o.dtype,
+                       .dtype = chosen.dtype,
                        .request = {.width = width,
                                    .height = height,
                                    .batch = o.batch,

@@ -30,9 +30,10 @@ std::shared_ptr<GenerateOptions> add_generate_options(CLI::App& app) {
   app.add_option("--max-vram", o->max_vram,
                  "GPU memory sdgen may use, weights included, e.g. 6G or 3500M (default: all of it)");
   app.add_option("--threads", o->threads, "CPU threads (default: all cores)");
-  app.add_option("--dtype", o->dtype, "CPU precision: fp32, or bf16 (AVX512-BF16 CPUs: about twice as fast); a GPU computes in fp16")
-      ->check(CLI::IsMember({"fp32", "bf16"}))
-      ->capture_default_str();
+  app.add_option("--dtype", o->dtype,
+                 "Precision: on the CPU fp32 (default) or bf16 (about twice as fast on AVX512-BF16 CPUs); on a GPU "
+                 "fp16 (default) or bf16 (fp32's range, for models whose activations overflow fp16)")
+      ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
   app.add_option("--clip-skip", o->clip_skip, "Use the output of the N-th last text-encoder layer (1: the last)")
       ->capture_default_str();
   app.add_flag("-q,--quiet", o->quiet, "No progress output");

@@ -34,7 +34,7 @@ struct GenerateOptions {
   std::string device = "auto";
   std::string max_vram;  // --max-vram: device memory sdgen may use ("6G", "3500M"); empty: all of it
   int threads = 0;
-  std::string dtype = "fp32";
+  std::string dtype;  // fp32, fp16 or bf16; empty: the device's default (fp32 on the CPU, fp16 on a GPU)
   int clip_skip = 1;  // A1111 numbering: 1 uses the last layer
   bool quiet = false;
   bool profile = false;

@@ -153,7 +153,7 @@ class Backend {
   virtual std::string_view name() const = 0;
 
   // Parameters are constants, so a backend may re-lay them out once rather than at every step
-  // (oneDNN's blocked formats, bf16 on the CPU; fp16 device copies on a GPU). prepare_weight
+  // (oneDNN's blocked formats, bf16 on the CPU; fp16 or bf16 device copies on a GPU). prepare_weight
   // receives every parameter in host memory and returns the tensor to compute with from then on:
   // either w itself (the caller keeps the memory alive), or a tensor in memory this backend owns
   // until it is destroyed, so the caller may release the source right away. The result keeps w's

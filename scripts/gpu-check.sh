@@ -11,8 +11,8 @@
 #   4. writes the full-size SD 1.5 model with random weights (make-model --preset sd15, fp16: the
 #      weights the CUDA backend computes in, at half the bytes to write);
 #   5. runs `sdgen --device cuda --profile --json` at 512x512 (25 DPM-Solver++ steps and 50 DDIM
-#      steps, batch 1 and 4), and at 768x768 and 1024x1024 (25 DPM-Solver++ steps, batch 1), all
-#      with guidance 7.5 and seed 0;
+#      steps, batch 1 and 4; and the first once more with --dtype bf16), and at 768x768 and
+#      1024x1024 (25 DPM-Solver++ steps, batch 1), all with guidance 7.5 and seed 0;
 #   6. prints one table of them (scripts/gpu_table.py): UNet it/s, s/image, peak device memory,
 #      per-stage times, achieved TFLOP/s against the card's dense fp16 rate.
 # It writes nothing into the tree but build-gpu/, and appends to no document: the table goes into
@@ -129,27 +129,28 @@ echo "written in $((SECONDS - model_start)) s"
 runs=$work/runs
 rm -rf "$runs"
 mkdir -p "$runs"
-#        name              width height batch steps scheduler
-plan=("1_512_dpm25_b1      512   512    1     25    dpm++2m"
-      "2_512_dpm25_b4      512   512    4     25    dpm++2m"
-      "3_512_ddim50_b1     512   512    1     50    ddim"
-      "4_512_ddim50_b4     512   512    4     50    ddim")
-((quick)) || plan+=("5_768_dpm25_b1      768   768    1     25    dpm++2m"
-                    "6_1024_dpm25_b1     1024  1024   1     25    dpm++2m")
+#        name                  width height batch steps scheduler dtype
+plan=("1_512_dpm25_b1          512   512    1     25    dpm++2m   fp16"
+      "2_512_dpm25_b4          512   512    4     25    dpm++2m   fp16"
+      "3_512_ddim50_b1         512   512    1     50    ddim      fp16"
+      "4_512_ddim50_b4         512   512    4     50    ddim      fp16"
+      "5_512_dpm25_b1_bf16     512   512    1     25    dpm++2m   bf16")
+((quick)) || plan+=("6_768_dpm25_b1          768   768    1     25    dpm++2m   fp16"
+                    "7_1024_dpm25_b1         1024  1024   1     25    dpm++2m   fp16")
 failures=0
 for entry in "${plan[@]}"; do
-  read -r name width height batch steps scheduler <<<"$entry"
+  read -r name width height batch steps scheduler dtype <<<"$entry"
   if ((SECONDS - started > budget)); then
     echo "skipped run $name: past the ${budget} s budget (SDGEN_GPU_CHECK_BUDGET)"
     continue
   fi
-  phase "run $name: ${width}x$height, $steps $scheduler steps, batch $batch"
-  printf '{"width": %d, "height": %d, "batch": %d, "steps": %d, "scheduler": "%s", "cfg": 7.5}\n' \
-    "$width" "$height" "$batch" "$steps" "$scheduler" >"$runs/$name.request.json"
+  phase "run $name: ${width}x$height, $steps $scheduler steps, batch $batch, $dtype"
+  printf '{"width": %d, "height": %d, "batch": %d, "steps": %d, "scheduler": "%s", "dtype": "%s", "cfg": 7.5}\n' \
+    "$width" "$height" "$batch" "$steps" "$scheduler" "$dtype" >"$runs/$name.request.json"
   mkdir "$runs/$name"
   command=("$sdgen" "a photograph of an astronaut riding a horse" -m "$model" --device cuda
            -W "$width" -H "$height" --steps "$steps" --scheduler "$scheduler" --cfg 7.5 --batch "$batch"
-           --seed 0 --profile --json "$runs/$name.json" --outdir "$runs/$name" --overwrite -q)
+           --dtype "$dtype" --seed 0 --profile --json "$runs/$name.json" --outdir "$runs/$name" --overwrite -q)
   echo "${command[*]}"
   if timeout "$per_run_limit" "${command[@]}" >"$runs/$name.log" 2>&1; then
     tail -n1 "$runs/$name.log"

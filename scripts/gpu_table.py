@@ -173,7 +173,7 @@ def main():
 
     print(f"GPU: {args.gpu or 'unknown'}; dense fp16 rate: "
           + (f"{peak:g} TFLOP/s" if peak else "unknown (give --peak-tflops)"))
-    columns = (["run", "size", "scheduler", "steps", "batch", "UNet it/s", "s/image"]
+    columns = (["run", "size", "scheduler", "steps", "batch", "dtype", "UNet it/s", "s/image"]
                + [f"{k[:-len('_bytes')]} GB" for k in memory_keys]
                + ["load s", "text encode s", "denoise s", "VAE decode s", "PNG s",
                   "UNet TFLOP/call", "TFLOP/s", "% of dense fp16"])
@@ -182,7 +182,8 @@ def main():
     for name, r, p in rows:
         guided = 2 if r["cfg"] > 1 else 1
         flop = counter.count(guided * r["batch"], math.ceil(r["height"] / 8), math.ceil(r["width"] / 8))
-        head = [name, f"{r['width']}x{r['height']}", r["scheduler"], str(r["steps"]), str(r["batch"])]
+        head = [name, f"{r['width']}x{r['height']}", r["scheduler"], str(r["steps"]), str(r["batch"]),
+                r.get("dtype", "fp16")]
         if p is None:
             print("| " + " | ".join(head + ["failed"] + [""] * (len(columns) - len(head) - 1)) + " |")
             continue

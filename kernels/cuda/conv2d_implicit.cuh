@@ -1,7 +1,7 @@
 // conv2d as an implicit GEMM on tensor cores: the fast path of the CUDA backend's conv2d.
 //
 //   out = (conv(x, w) + bias + add_per_channel[b] + residual) * output_scale     (backend.hpp)
-//   x [B, H, W, Cin], w [Cout, KH, KW, Cin] (OHWI), out / residual [B, Ho, Wo, Cout], all fp16.
+//   x [B, H, W, Cin], w [Cout, KH, KW, Cin] (OHWI), out / residual [B, Ho, Wo, Cout], all 16-bit (T: fp16 or bf16).
 //
 // The GEMM view. Row m of the output is pixel (b, ho, wo) = m over B*Ho*Wo, column n is output
 // channel n, and the reduction runs over k = (kh, kw, cin), K = KH*KW*Cin. A (M x K) is im2col(x),
@@ -38,7 +38,7 @@
 // Epilogue. The accumulators go through shared memory (the pipeline's buffers, reused; rows of
 // kBlockN + 4 floats) so that a thread then owns 8 consecutive channels of one pixel: bias,
 // add_per_channel[b], the residual and the output are each one 16-byte access, coalesced along
-// the channel row. Everything is added in fp32 and rounded to fp16 once.
+// the channel row. Everything is added in fp32 and rounded to T once.
 //
 // Split-K. SD's 16x16 and 8x8 levels have few output tiles (2 x 8 x 8 pixels x 1280 channels is
 // 20 tiles of 128x64) and long reductions (K = 11520 or 23040), so one CTA per tile would leave
@@ -160,20 +160,22 @@ __device__ __forceinline__ int conv_swizzled(int row, int chunk) {
 
 // What is added to the accumulators, and where the result goes. A term that is absent is an
 // empty view (raw() == nullptr).
+template <class T>
 struct ConvEpilogue {
-  GlobalPtr<__half> out;                    // [M, cout]
-  GlobalPtr<const __half> bias;             // [cout]
-  GlobalPtr<const __half> add_per_channel;  // [B, cout]
-  GlobalPtr<const __half> residual;         // [M, cout]
+  GlobalPtr<T> out;                    // [M, cout]
+  GlobalPtr<const T> bias;             // [cout]
+  GlobalPtr<const T> add_per_channel;  // [B, cout]
+  GlobalPtr<const T> residual;         // [M, cout]
   float output_scale = 1.0f;
   int cout = 0;
   int pixels = 0;  // Ho * Wo: row m belongs to image m / pixels
 };
 
 // out[m, n .. n + 8) = (v + bias + add_per_channel[b] + residual[m]) * output_scale, in fp32,
-// rounded to fp16 once. n is a multiple of 8. With Cout a multiple of 8 each term is one 16-byte
+// rounded to T once. n is a multiple of 8. With Cout a multiple of 8 each term is one 16-byte
 // access; otherwise (SD's conv_out, 3 or 4 channels) channel by channel, up to Cout.
-__device__ __forceinline__ void store_conv_output(const ConvEpilogue& e, int m, int n, float (&v)[8]) {
+template <class T>
+__device__ __forceinline__ void store_conv_output(const ConvEpilogue<T>& e, int m, int n, float (&v)[8]) {
   const std::int64_t row = std::int64_t(m) * e.cout + n;
   const std::int64_t image_row = std::int64_t(m / e.pixels) * e.cout + n;
   if (e.cout % 8 == 0) {
@@ -238,10 +240,11 @@ __device__ __forceinline__ void store_floats8(GlobalPtr<float> p, const float (&
   }
 }
 
+template <class T>
 struct Conv2dImplicitParams {
-  GlobalPtr<const __half> x;  // [B, height, width, cin]
-  GlobalPtr<const __half> w;  // [cout, kh, kw, cin]
-  ConvEpilogue epilogue;      // applied here when splits == 1
+  GlobalPtr<const T> x;  // [B, height, width, cin]
+  GlobalPtr<const T> w;  // [cout, kh, kw, cin]
+  ConvEpilogue<T> epilogue;      // applied here when splits == 1
   GlobalPtr<float> partials;  // [splits, m, cout] when splits > 1
   int height = 0, width = 0, cin = 0;
   int kh = 0, kw = 0, stride = 1, padding = 0;
@@ -252,11 +255,11 @@ struct Conv2dImplicitParams {
   int splits = 1;      // blockIdx.z: which contiguous range of slices
 };
 
-template <ConvTileShape kShape>
+template <ConvTileShape kShape, class T>
 __global__ void __launch_bounds__(ConvTile<kShape>::kThreads, ConvTile<kShape>::kMinBlocksPerSm)
-    conv2d_implicit_kernel(Conv2dImplicitParams p) {
+    conv2d_implicit_kernel(Conv2dImplicitParams<T> p) {
   using Tile = ConvTile<kShape>;
-  SDGEN_DYNAMIC_SHARED(__half, smem);
+  SDGEN_DYNAMIC_SHARED(T, smem);
   auto a_tile = [&](int stage) { return smem.slice(stage * Tile::kStageHalves, Tile::kAHalves); };
   auto b_tile = [&](int stage) { return smem.slice(stage * Tile::kStageHalves + Tile::kAHalves, Tile::kBHalves); };
 
@@ -311,8 +314,8 @@ __global__ void __launch_bounds__(ConvTile<kShape>::kThreads, ConvTile<kShape>::
   int next_kw = slice_begin / p.cin_blocks % p.kw;
   int next_kh = slice_begin / p.cin_blocks / p.kw;
   auto copy_next_slice = [&](int stage) {
-    const SharedPtr<__half> a = a_tile(stage);
-    const SharedPtr<__half> b = b_tile(stage);
+    const SharedPtr<T> a = a_tile(stage);
+    const SharedPtr<T> b = b_tile(stage);
     const int c = next_block * kConvSliceChannels + chunk * 8;
     const bool channels_valid = c < p.cin;
     SDGEN_CONV_UNROLL
@@ -320,7 +323,7 @@ __global__ void __launch_bounds__(ConvTile<kShape>::kThreads, ConvTile<kShape>::
       const int hi = a_h0[i] + next_kh;
       const int wi = a_w0[i] + next_kw;
       const bool valid = channels_valid && unsigned(hi) < unsigned(p.height) && unsigned(wi) < unsigned(p.width);
-      const GlobalPtr<const __half> src =
+      const GlobalPtr<const T> src =
           valid ? p.x + (a_image[i] + (std::int64_t(hi) * p.width + wi) * p.cin + c) : p.x;
       cp_async_16(a + conv_swizzled(row0 + i * Tile::kRowsPerPass, chunk), src, valid ? 16 : 0);
     }
@@ -328,7 +331,7 @@ __global__ void __launch_bounds__(ConvTile<kShape>::kThreads, ConvTile<kShape>::
     SDGEN_CONV_UNROLL
     for (int i = 0; i < Tile::kBRows; ++i) {
       const bool valid = channels_valid && b_valid[i];
-      const GlobalPtr<const __half> src = valid ? p.w + (b_row[i] + tap_k) : p.w;
+      const GlobalPtr<const T> src = valid ? p.w + (b_row[i] + tap_k) : p.w;
       cp_async_16(b + conv_swizzled(row0 + i * Tile::kRowsPerPass, chunk), src, valid ? 16 : 0);
     }
     if (++next_block == p.cin_blocks) {
@@ -361,8 +364,8 @@ __global__ void __launch_bounds__(ConvTile<kShape>::kThreads, ConvTile<kShape>::
     if (it + Tile::kStages - 1 < slices) copy_next_slice(write_stage);
     cp_async_commit();
 
-    const SharedPtr<const __half> a = a_tile(read_stage);
-    const SharedPtr<const __half> b = b_tile(read_stage);
+    const SharedPtr<const T> a = a_tile(read_stage);
+    const SharedPtr<const T> b = b_tile(read_stage);
     SDGEN_CONV_UNROLL
     for (int kk = 0; kk < Tile::kBlockK / 16; ++kk) {
       // A: x4 over 16 rows x 16 k (lanes 0-15 rows 0-15 of the low 8 k, lanes 16-31 of the high
@@ -382,7 +385,7 @@ __global__ void __launch_bounds__(ConvTile<kShape>::kThreads, ConvTile<kShape>::
         SDGEN_CONV_UNROLL
         for (int fn = 0; fn < Tile::kFragsN; ++fn) {
           const std::uint32_t bb[2] = {bf[fn / 2][fn % 2 * 2], bf[fn / 2][fn % 2 * 2 + 1]};
-          mma_m16n8k16_row_col(acc[fm][fn], af[fm], bb);
+          mma_m16n8k16_row_col<T>(acc[fm][fn], af[fm], bb);
         }
       }
     }
@@ -393,7 +396,7 @@ __global__ void __launch_bounds__(ConvTile<kShape>::kThreads, ConvTile<kShape>::
   __syncthreads();
 
   // ---- accumulators -> shared staging (element (fm, fn, i) is row g + 8 (i / 2), column 2t + i % 2).
-  const SharedPtr<float> staging = smem.reinterpret<float>().slice(0, Tile::kBlockM * Tile::kStagingPitch);
+  const SharedPtr<float> staging = smem.template reinterpret<float>().slice(0, Tile::kBlockM * Tile::kStagingPitch);
   const int g = lane / 4;
   const int t = lane % 4;
   SDGEN_CONV_UNROLL
@@ -428,15 +431,17 @@ __global__ void __launch_bounds__(ConvTile<kShape>::kThreads, ConvTile<kShape>::
   }
 }
 
+template <class T>
 struct ConvSplitReduceParams {
   GlobalPtr<const float> partials;  // [splits, m, cout]
-  ConvEpilogue epilogue;
+  ConvEpilogue<T> epilogue;
   int m = 0;
   int splits = 0;
 };
 
 // Sums the splits' partial tiles in split order and applies the epilogue: 8 channels per step.
-__global__ void __launch_bounds__(kElementwiseThreads) conv2d_split_reduce_kernel(ConvSplitReduceParams p) {
+template <class T>
+__global__ void __launch_bounds__(kElementwiseThreads) conv2d_split_reduce_kernel(ConvSplitReduceParams<T> p) {
   const int cout = p.epilogue.cout;
   const int vectors_per_row = cout / 8;
   const std::int64_t plane = std::int64_t(p.m) * cout;
@@ -458,13 +463,14 @@ __global__ void __launch_bounds__(kElementwiseThreads) conv2d_split_reduce_kerne
 
 // One conv2d for this path. Every tensor is contiguous; out overlaps none of the inputs
 // (check_conv2d's rules).
+template <class T>
 struct Conv2dImplicitLaunch {
-  GlobalPtr<const __half> x;                // [B, H, W, Cin]
-  GlobalPtr<const __half> w;                // [Cout, KH, KW, Cin]
-  GlobalPtr<__half> out;                    // [B, Ho, Wo, Cout]
-  GlobalPtr<const __half> bias;             // [Cout], or empty when absent
-  GlobalPtr<const __half> add_per_channel;  // [B, Cout], or empty
-  GlobalPtr<const __half> residual;         // [B, Ho, Wo, Cout], or empty
+  GlobalPtr<const T> x;                // [B, H, W, Cin]
+  GlobalPtr<const T> w;                // [Cout, KH, KW, Cin]
+  GlobalPtr<T> out;                    // [B, Ho, Wo, Cout]
+  GlobalPtr<const T> bias;             // [Cout], or empty when absent
+  GlobalPtr<const T> add_per_channel;  // [B, Cout], or empty
+  GlobalPtr<const T> residual;         // [B, Ho, Wo, Cout], or empty
   float output_scale = 1.0f;
   // fp32 scratch of plan.workspace_floats (conv2d_implicit_workspace_floats for the default plan);
   // may be empty when that is 0. Used by this call only: convolutions issued in order on one
@@ -589,7 +595,8 @@ inline bool conv2d_implicit_geometry_supported(const Conv2dGeometry& g) {
 
 // Whether this path takes the convolution: its geometry, and every tensor (and the workspace)
 // 16-byte aligned. The backend falls back to im2col + cuBLASLt otherwise.
-inline bool conv2d_implicit_supported(const Conv2dImplicitLaunch& l) {
+template <class T>
+bool conv2d_implicit_supported(const Conv2dImplicitLaunch<T>& l) {
   auto aligned = [](const auto& p) { return reinterpret_cast<std::uintptr_t>(p.raw()) % 16 == 0; };
   return conv2d_implicit_geometry_supported(l.geometry) && aligned(l.x) && aligned(l.w) && aligned(l.out) &&
          aligned(l.bias) && aligned(l.add_per_channel) && aligned(l.residual) && aligned(l.workspace);
@@ -597,7 +604,8 @@ inline bool conv2d_implicit_supported(const Conv2dImplicitLaunch& l) {
 
 // Runs the convolution with the given plan (tests force each tile and split count; the backend
 // calls conv2d_implicit). l.workspace must hold plan.workspace_floats floats.
-inline void launch_conv2d_implicit(const Conv2dImplicitLaunch& l, const Conv2dImplicitPlan& plan) {
+template <class T>
+void launch_conv2d_implicit(const Conv2dImplicitLaunch<T>& l, const Conv2dImplicitPlan& plan) {
   const Conv2dGeometry& g = l.geometry;
   if (plan.splits < 1 || plan.splits > plan.slices || plan.splits > 65535)
     throw BackendError(cat("conv2d: cannot split ", plan.slices, " K-slices over ", plan.splits, " CTAs"));
@@ -605,14 +613,14 @@ inline void launch_conv2d_implicit(const Conv2dImplicitLaunch& l, const Conv2dIm
     throw BackendError(cat("conv2d: cannot split the K-slices of a conv with ", g.cout,
                            " output channels (split partials need a multiple of 8)"));
   const std::int64_t m = conv_detail::output_pixels(g);
-  const ConvEpilogue epilogue{.out = l.out,
+  const ConvEpilogue<T> epilogue{.out = l.out,
                               .bias = l.bias,
                               .add_per_channel = l.add_per_channel,
                               .residual = l.residual,
                               .output_scale = l.output_scale,
                               .cout = int(g.cout),
                               .pixels = int(g.ho * g.wo)};
-  Conv2dImplicitParams p;
+  Conv2dImplicitParams<T> p;
   p.x = l.x;
   p.w = l.w;
   p.epilogue = epilogue;
@@ -636,18 +644,18 @@ inline void launch_conv2d_implicit(const Conv2dImplicitLaunch& l, const Conv2dIm
   };
   switch (plan.tile) {
     case ConvTileShape::M128N128:
-      run(SDGEN_KERNEL(conv2d_implicit_kernel<ConvTileShape::M128N128>), ConvTile<ConvTileShape::M128N128>{});
+      run(SDGEN_KERNEL(conv2d_implicit_kernel<ConvTileShape::M128N128, T>), ConvTile<ConvTileShape::M128N128>{});
       break;
     case ConvTileShape::M128N64:
-      run(SDGEN_KERNEL(conv2d_implicit_kernel<ConvTileShape::M128N64>), ConvTile<ConvTileShape::M128N64>{});
+      run(SDGEN_KERNEL(conv2d_implicit_kernel<ConvTileShape::M128N64, T>), ConvTile<ConvTileShape::M128N64>{});
       break;
     case ConvTileShape::M64N64:
-      run(SDGEN_KERNEL(conv2d_implicit_kernel<ConvTileShape::M64N64>), ConvTile<ConvTileShape::M64N64>{});
+      run(SDGEN_KERNEL(conv2d_implicit_kernel<ConvTileShape::M64N64, T>), ConvTile<ConvTileShape::M64N64>{});
       break;
   }
   if (plan.splits > 1) {
-    const ConvSplitReduceParams r{.partials = p.partials, .epilogue = epilogue, .m = p.m, .splits = plan.splits};
-    launch(SDGEN_KERNEL(conv2d_split_reduce_kernel),
+    const ConvSplitReduceParams<T> r{.partials = p.partials, .epilogue = epilogue, .m = p.m, .splits = plan.splits};
+    launch(SDGEN_KERNEL(conv2d_split_reduce_kernel<T>),
            {.grid = elementwise_blocks(m * g.cout / 8), .block = kElementwiseThreads, .stream = l.stream}, r);
   }
 }
@@ -655,7 +663,8 @@ inline void launch_conv2d_implicit(const Conv2dImplicitLaunch& l, const Conv2dIm
 // conv2d on this path with the launcher's plan (plan_conv2d_implicit). The caller has checked
 // conv2d_implicit_supported(l) and provides conv2d_implicit_workspace_floats(g, l.multiprocessors)
 // floats of workspace.
-inline void conv2d_implicit(const Conv2dImplicitLaunch& l) {
+template <class T>
+void conv2d_implicit(const Conv2dImplicitLaunch<T>& l) {
   launch_conv2d_implicit(l, plan_conv2d_implicit(l.geometry, l.multiprocessors));
 }
 

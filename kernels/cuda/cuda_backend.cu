@@ -1,4 +1,7 @@
-// The CUDA backend: the op set on one GPU, fp16 activations and weights, fp32 accumulation.
+// The CUDA backend: the op set on one GPU, 16-bit activations and weights, fp32 accumulation. The
+// 16-bit format is the backend's template parameter T: __half (fp16, the default) or __nv_bfloat16
+// (bf16, --dtype bf16: fp32's range, for models whose activations overflow fp16), chosen once when
+// the backend is made; every kernel and cuBLASLt call is instantiated for both.
 //
 // Each op validates its arguments with the shared checks (kernels/op_checks, so ShapeBackend plans
 // exactly what this backend accepts) and enqueues work on the backend's one stream; nothing waits
@@ -16,7 +19,7 @@
 //                          uploaded once per generation; one call captured as a CUDA graph and
 //                          replayed for the others (CudaDenoisingLoop)
 //
-// Memory. Weights are converted to fp16 on the host and uploaded once, in prepare_weight. Every
+// Memory. Weights are converted to T on the host and uploaded once, in prepare_weight. Every
 // device allocation (weights, activations, workspaces) goes through DeviceMemory, which counts
 // it against --max-vram and the card's free memory, so running out is a DeviceMemoryError with
 // the numbers, never a CUDA error code. Activations come from the pipeline's arenas, one
@@ -205,8 +208,25 @@ cuda::GlobalPtr<T> strided_view(const Tensor& t, const char* name) {
   return cuda::GlobalPtr<T>(static_cast<T*>(t.data), strided_extent(t), name);
 }
 
+// The host-side conversions to and from T's bits (lib/core/half.hpp: round to nearest even, as
+// torch's .half() and .bfloat16() do).
+template <class T>
+std::uint16_t storage_bits_of(float f) {
+  return cuda::kStorageDType<T> == DType::F16 ? f32_to_f16(f) : f32_to_bf16(f);
+}
+template <class T>
+float storage_value_of(std::uint16_t bits) {
+  return cuda::kStorageDType<T> == DType::F16 ? f16_to_f32(bits) : bf16_to_f32(bits);
+}
+
+template <class T>
+class CudaDenoisingLoop;
+
+template <class T>
 class CudaBackend final : public Backend {
  public:
+  static constexpr DType kStorage = cuda::kStorageDType<T>;
+
   explicit CudaBackend(const CudaBackendOptions& options)
       : device_(options.device), graphs_(options.graphs), memory_(options.device, options.memory_limit) {
     check_cuda(cudaSetDevice(device_), "selecting the device");
@@ -214,7 +234,7 @@ class CudaBackend final : public Backend {
     check_cuda(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_),
                "reading the multiprocessor count");
     // cuBLASLt's workspace, counted against the cap like everything else.
-    const cuda::LtGemmOptions gemm_options{};
+    const cuda::LtGemmOptions gemm_options{.storage = kStorage};
     memory_.check_cap(gemm_options.cublaslt_workspace_bytes, "cuBLASLt's workspace");
     gemm_ = std::make_unique<cuda::LtGemm>(gemm_options);
     memory_.count_external(gemm_->workspace_bytes(), "cuBLASLt's workspace");
@@ -224,7 +244,7 @@ class CudaBackend final : public Backend {
     if (stream_) cudaStreamDestroy(stream_);
   }
 
-  static OpSupport support() { return OpSupport{DeviceKind::Cuda, DType::F16, DType::F16, DTypeSet{DType::F16}}; }
+  static OpSupport support() { return OpSupport{DeviceKind::Cuda, kStorage, kStorage, DTypeSet{kStorage}}; }
 
   std::string_view name() const override { return "cuda"; }
   // The planning twin measures the scratch of this backend's convolutions and group norms, so
@@ -252,41 +272,43 @@ class CudaBackend final : public Backend {
            DeviceMemory::allocation_bytes(sizeof(int));
   }
   Allocator& allocator() override { return memory_; }
-  DType activation_dtype() const override { return DType::F16; }
+  DType activation_dtype() const override { return kStorage; }
   std::size_t held_bytes() const override {
     return weight_bytes_ + gemm_->workspace_bytes() + DeviceMemory::allocation_bytes(embedding_error_->bytes());
   }
   std::size_t peak_device_bytes() const override { return memory_.peak(); }
   std::size_t peak_device_used_bytes() const override { return peak_used_; }
 
-  // Every parameter becomes an fp16 device copy, whatever it was stored as: converted on the host
-  // with round-to-nearest-even (lib/core/half.hpp), as torch's .half() does.
+  // Every parameter becomes a device copy in T, whatever it was stored as: copied when it already
+  // is T, else converted on the host with round-to-nearest-even (lib/core/half.hpp), as torch's
+  // .half() / .bfloat16() do (fp16 <-> bf16 through fp32, which holds both exactly).
   Tensor prepare_weight(const Tensor& w, WeightUse use) override {
     check_weight(OpSupport{DeviceKind::Cpu, DType::F32, DType::F32, DTypeSet{DType::F32, DType::F16, DType::BF16}},
                  "prepare_weight", w, use);
     const auto n = static_cast<std::size_t>(w.numel());
     std::vector<std::uint16_t> halves(n);
-    if (w.dtype == DType::F16) {
+    if (w.dtype == kStorage) {
       std::memcpy(halves.data(), w.data, n * 2);
-    } else if (w.dtype == DType::BF16) {
+    } else if (w.dtype == DType::F16 || w.dtype == DType::BF16) {
       const auto* b = w.ptr<const std::uint16_t>();
-      for (std::size_t i = 0; i < n; ++i) halves[i] = f32_to_f16(bf16_to_f32(b[i]));
+      for (std::size_t i = 0; i < n; ++i)
+        halves[i] = storage_bits_of<T>(w.dtype == DType::F16 ? f16_to_f32(b[i]) : bf16_to_f32(b[i]));
     } else {
       const auto* f = w.ptr<const float>();
-      for (std::size_t i = 0; i < n; ++i) halves[i] = f32_to_f16(f[i]);
+      for (std::size_t i = 0; i < n; ++i) halves[i] = storage_bits_of<T>(f[i]);
     }
     DeviceBlock& block = weights_.emplace_back(memory_, n * 2, "the model's weights");
     check_cuda(cudaMemcpy(block.data(), halves.data(), n * 2, cudaMemcpyHostToDevice), "uploading a weight");
     weight_bytes_ += DeviceMemory::allocation_bytes(n * 2);
-    return Tensor::contiguous(block.data(), DType::F16, w.shape, Device{DeviceKind::Cuda, device_});
+    return Tensor::contiguous(block.data(), kStorage, w.shape, Device{DeviceKind::Cuda, device_});
   }
 
   void upload(const Tensor& host, const Tensor& dst) override {
     const auto n = static_cast<std::size_t>(check_transfer(support(), "upload", host, dst));
-    if (dst.dtype == DType::F16 && host.dtype == DType::F32) {
+    if (dst.dtype == kStorage && host.dtype == DType::F32) {
       std::vector<std::uint16_t> halves(n);
       const auto* f = host.ptr<const float>();
-      for (std::size_t i = 0; i < n; ++i) halves[i] = f32_to_f16(f[i]);
+      for (std::size_t i = 0; i < n; ++i) halves[i] = storage_bits_of<T>(f[i]);
       check_cuda(cudaMemcpyAsync(dst.data, halves.data(), n * 2, cudaMemcpyHostToDevice, stream_), "upload");
       check_cuda(cudaStreamSynchronize(stream_), "upload");  // `halves` dies here
     } else {
@@ -297,13 +319,13 @@ class CudaBackend final : public Backend {
 
   void download(const Tensor& src, const Tensor& host) override {
     const auto n = static_cast<std::size_t>(check_transfer(support(), "download", host, src));
-    if (src.dtype == DType::F16 && host.dtype == DType::F32) {
+    if (src.dtype == kStorage && host.dtype == DType::F32) {
       std::vector<std::uint16_t> halves(n);
       check_cuda(cudaMemcpyAsync(halves.data(), src.data, n * 2, cudaMemcpyDeviceToHost, stream_), "download");
       check_cuda(cudaStreamSynchronize(stream_), "the work before a download");
       sample_device_memory();
       auto* f = host.ptr<float>();
-      for (std::size_t i = 0; i < n; ++i) f[i] = f16_to_f32(halves[i]);
+      for (std::size_t i = 0; i < n; ++i) f[i] = storage_value_of<T>(halves[i]);
     } else {
       check_cuda(cudaMemcpyAsync(host.data, src.data, host.nbytes(), cudaMemcpyDeviceToHost, stream_), "download");
       check_cuda(cudaStreamSynchronize(stream_), "the work before a download");
@@ -318,14 +340,14 @@ class CudaBackend final : public Backend {
 
   void convert(const Tensor& x, const Tensor& out, const ConvertArgs& args) override {
     const std::int64_t n = check_convert(support(), x, out);
-    if (x.dtype == DType::F32 && out.dtype == DType::F16) {
+    if (x.dtype == DType::F32 && out.dtype == kStorage) {
       if (args.shift != 0.0f)
         throw BackendError("convert: the CUDA backend does not shift (a VAE shift_factor); SD 1.x and 2.x have none");
-      cuda::convert_f32_to_f16({.in = device_view<const float>(x, "x"), .out = device_view<__half>(out, "out"), .n = n,
-                                .scale = args.scale, .stream = stream_});
-    } else if (x.dtype == DType::F16 && out.dtype == DType::F32 && args.scale == 1.0f && args.shift == 0.0f) {
-      cuda::convert_f16_to_f32({.in = device_view<const __half>(x, "x"), .out = device_view<float>(out, "out"), .n = n,
-                                .stream = stream_});
+      cuda::convert_f32_to_storage<T>({.in = device_view<const float>(x, "x"), .out = device_view<T>(out, "out"),
+                                       .n = n, .scale = args.scale, .stream = stream_});
+    } else if (x.dtype == kStorage && out.dtype == DType::F32 && args.scale == 1.0f && args.shift == 0.0f) {
+      cuda::convert_storage_to_f32<T>({.in = device_view<const T>(x, "x"), .out = device_view<float>(out, "out"),
+                                       .n = n, .stream = stream_});
     } else {
       throw BackendError(cat("convert: ", dtype_name(x.dtype), " to ", dtype_name(out.dtype),
                              " with a scale or shift is not a conversion the CUDA backend has"));
@@ -348,12 +370,12 @@ class CudaBackend final : public Backend {
 
   void conv2d(const Tensor& x, const Tensor& w, const Tensor& out, const Conv2dArgs& args) override {
     const Conv2dGeometry g = check_conv2d(support(), x, w, out, args);
-    cuda::Conv2dImplicitLaunch l{.x = device_view<const __half>(x, "x"),
-                                 .w = device_view<const __half>(w, "w"),
-                                 .out = device_view<__half>(out, "out"),
-                                 .bias = optional_view<__half>(args.bias, "bias"),
-                                 .add_per_channel = optional_view<__half>(args.add_per_channel, "add_per_channel"),
-                                 .residual = optional_view<__half>(args.residual, "residual"),
+    cuda::Conv2dImplicitLaunch<T> l{.x = device_view<const T>(x, "x"),
+                                 .w = device_view<const T>(w, "w"),
+                                 .out = device_view<T>(out, "out"),
+                                 .bias = optional_view<T>(args.bias, "bias"),
+                                 .add_per_channel = optional_view<T>(args.add_per_channel, "add_per_channel"),
+                                 .residual = optional_view<T>(args.residual, "residual"),
                                  .output_scale = args.output_scale,
                                  .geometry = g,
                                  .multiprocessors = multiprocessors_,
@@ -381,10 +403,10 @@ class CudaBackend final : public Backend {
                   const GroupNormArgs& args) override {
     const GroupNormGeometry g = check_group_norm(support(), x, gamma, beta, out, args);
     const auto floats = static_cast<std::size_t>(cuda::group_norm_workspace_floats(g));
-    cuda::launch_group_norm({.x = device_view<const __half>(x, "x"),
-                             .gamma = device_view<const __half>(gamma, "gamma"),
-                             .beta = device_view<const __half>(beta, "beta"),
-                             .out = device_view<__half>(out, "out"),
+    cuda::launch_group_norm<T>({.x = device_view<const T>(x, "x"),
+                             .gamma = device_view<const T>(gamma, "gamma"),
+                             .beta = device_view<const T>(beta, "beta"),
+                             .out = device_view<T>(out, "out"),
                              .workspace = cuda::GlobalPtr<float>(
                                  static_cast<float*>(scratch_.get(floats * sizeof(float))), floats, "workspace"),
                              .geometry = g,
@@ -396,10 +418,10 @@ class CudaBackend final : public Backend {
   void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& out,
                   const LayerNormArgs& args) override {
     const LayerNormGeometry g = check_layer_norm(support(), x, gamma, beta, out, args);
-    cuda::launch_layer_norm({.x = strided_view<const __half>(x, "x"),
-                             .gamma = device_view<const __half>(gamma, "gamma"),
-                             .beta = device_view<const __half>(beta, "beta"),
-                             .out = strided_view<__half>(out, "out"),
+    cuda::launch_layer_norm<T>({.x = strided_view<const T>(x, "x"),
+                             .gamma = device_view<const T>(gamma, "gamma"),
+                             .beta = device_view<const T>(beta, "beta"),
+                             .out = strided_view<T>(out, "out"),
                              .geometry = g,
                              .eps = args.eps,
                              .stream = stream_});
@@ -408,31 +430,31 @@ class CudaBackend final : public Backend {
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                  const AttentionArgs& args) override {
     const AttentionGeometry g = check_attention(support(), q, k, v, out, args);
-    cuda::flash_attention({.q = strided_view<const __half>(q, "q"),
-                           .k = strided_view<const __half>(k, "k"),
-                           .v = strided_view<const __half>(v, "v"),
-                           .out = strided_view<__half>(out, "out"),
+    cuda::flash_attention<T>({.q = strided_view<const T>(q, "q"),
+                           .k = strided_view<const T>(k, "k"),
+                           .v = strided_view<const T>(v, "v"),
+                           .out = strided_view<T>(out, "out"),
                            .geometry = g,
                            .stream = stream_});
   }
 
   void geglu(const Tensor& x, const Tensor& out) override {
     const GegluGeometry g = check_geglu(support(), x, out);
-    cuda::launch_geglu({.x = strided_view<const __half>(x, "x"), .out = strided_view<__half>(out, "out"), .geometry = g,
+    cuda::launch_geglu<T>({.x = strided_view<const T>(x, "x"), .out = strided_view<T>(out, "out"), .geometry = g,
                         .stream = stream_});
   }
 
   void activation(const Tensor& x, const Tensor& out, Act act) override {
     const std::int64_t n = check_activation(support(), x, out, act);
-    cuda::launch_activation({.x = device_view<const __half>(x, "x"), .out = device_view<__half>(out, "out"), .n = n,
+    cuda::launch_activation<T>({.x = device_view<const T>(x, "x"), .out = device_view<T>(out, "out"), .n = n,
                              .act = act, .stream = stream_});
   }
 
   void add(const Tensor& a, const Tensor* b, const Tensor& out, const AddArgs& args) override {
     const AddGeometry g = check_add(support(), a, b, out, args);
-    cuda::launch_add({.a = device_view<const __half>(a, "a"),
-                      .b = optional_view<__half>(b, "b"),
-                      .out = device_view<__half>(out, "out"),
+    cuda::launch_add<T>({.a = device_view<const T>(a, "a"),
+                      .b = optional_view<T>(b, "b"),
+                      .out = device_view<T>(out, "out"),
                       .geometry = g,
                       .alpha = args.alpha,
                       .beta = args.beta,
@@ -441,8 +463,8 @@ class CudaBackend final : public Backend {
 
   void upsample_nearest(const Tensor& x, const Tensor& out) override {
     const UpsampleGeometry g = check_upsample_nearest(support(), x, out);
-    cuda::upsample_nearest({.x = device_view<const __half>(x, "x"),
-                            .out = device_view<__half>(out, "out"),
+    cuda::upsample_nearest<T>({.x = device_view<const T>(x, "x"),
+                            .out = device_view<T>(out, "out"),
                             .batch = g.batch,
                             .h = g.h,
                             .w = g.w,
@@ -454,9 +476,9 @@ class CudaBackend final : public Backend {
 
   void concat_channels(const Tensor& a, const Tensor& b, const Tensor& out) override {
     const ConcatGeometry g = check_concat_channels(support(), a, b, out);
-    cuda::concat_channels({.a = device_view<const __half>(a, "a"),
-                           .b = device_view<const __half>(b, "b"),
-                           .out = device_view<__half>(out, "out"),
+    cuda::concat_channels<T>({.a = device_view<const T>(a, "a"),
+                           .b = device_view<const T>(b, "b"),
+                           .out = device_view<T>(out, "out"),
                            .pixels = g.pixels,
                            .ca = g.ca,
                            .cb = g.cb,
@@ -465,8 +487,8 @@ class CudaBackend final : public Backend {
 
   void timestep_embedding(const Tensor& t, const Tensor& out, const TimestepEmbeddingArgs& args) override {
     const TimestepGeometry g = check_timestep_embedding(support(), t, out, args);
-    cuda::timestep_embedding({.t = device_view<const float>(t, "t"),
-                              .out = device_view<__half>(out, "out"),
+    cuda::timestep_embedding<T>({.t = device_view<const float>(t, "t"),
+                              .out = device_view<T>(out, "out"),
                               .batch = g.batch,
                               .dim = g.dim,
                               .args = args,
@@ -478,9 +500,9 @@ class CudaBackend final : public Backend {
   void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) override {
     const EmbeddingGeometry g = check_embedding(support(), ids, table, out);
     check_cuda(cudaMemsetAsync(embedding_error_->data(), 0, sizeof(int), stream_), "clearing the embedding check");
-    cuda::embedding({.ids = device_view<const std::int32_t>(ids, "ids"),
-                     .table = device_view<const __half>(table, "table"),
-                     .out = device_view<__half>(out, "out"),
+    cuda::embedding<T>({.ids = device_view<const std::int32_t>(ids, "ids"),
+                     .table = device_view<const T>(table, "table"),
+                     .out = device_view<T>(out, "out"),
                      .error = cuda::GlobalPtr<int>(static_cast<int*>(embedding_error_->data()), 1, "error"),
                      .tokens = g.tokens,
                      .vocab = g.vocab,
@@ -495,7 +517,7 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  friend class CudaDenoisingLoop;
+  friend class CudaDenoisingLoop<T>;
   // The driver's count of memory in use, whose peak --profile reports beside the allocator's.
   void sample_device_memory() {
     std::size_t free = 0, total = 0;
@@ -530,9 +552,10 @@ class CudaBackend final : public Backend {
 // With CudaGraphs::Off every call runs as call 0 does (for finding a fault on a GPU).
 // The pipeline's contract (DenoisingLoop::run) keeps the captured work valid: the same arena
 // memory, rewound before each call; the noise uploaded into a fixed buffer before run().
+template <class T>
 class CudaDenoisingLoop final : public DenoisingLoop {
  public:
-  CudaDenoisingLoop(CudaBackend& backend, std::span<const StepCoefficients> steps)
+  CudaDenoisingLoop(CudaBackend<T>& backend, std::span<const StepCoefficients> steps)
       : b_(backend),
         steps_(steps),
         table_(backend.memory_, std::max<std::size_t>(steps.size_bytes(), 1), "the scheduler's coefficients"),
@@ -580,12 +603,12 @@ class CudaDenoisingLoop final : public DenoisingLoop {
   }
 
   void model_input(const Tensor& latents, const Tensor& unet_in, const Tensor& t) override {
-    const std::int64_t n = check_model_input(CudaBackend::support(), steps_, call_, latents, unet_in, t);
-    cuda::model_input({.steps = table(),
+    const std::int64_t n = check_model_input(CudaBackend<T>::support(), steps_, call_, latents, unet_in, t);
+    cuda::model_input<T>({.steps = table(),
                        .step_count = static_cast<int>(steps_.size()),
                        .step_index = index(),
                        .latents = device_view<const float>(latents, "latents"),
-                       .unet_in = device_view<__half>(unet_in, "unet_in"),
+                       .unet_in = device_view<T>(unet_in, "unet_in"),
                        .t = device_view<float>(t, "t"),
                        .elements = n,
                        .copies = unet_in.numel() / n,
@@ -594,11 +617,11 @@ class CudaDenoisingLoop final : public DenoisingLoop {
   }
 
   void scheduler_step(const StepTensors& t) override {
-    const std::int64_t n = check_scheduler_step(CudaBackend::support(), steps_, call_, t);
-    cuda::StepUpdateLaunch l{.steps = table(),
+    const std::int64_t n = check_scheduler_step(CudaBackend<T>::support(), steps_, call_, t);
+    cuda::StepUpdateLaunch<T> l{.steps = table(),
                              .step_count = static_cast<int>(steps_.size()),
                              .step_index = index(),
-                             .model_output = device_view<const __half>(t.model_output, "model_output"),
+                             .model_output = device_view<const T>(t.model_output, "model_output"),
                              .sample = device_view<float>(t.sample, "sample"),
                              .noise = optional_view<float>(t.noise, "noise"),
                              .elements = n,
@@ -616,7 +639,7 @@ class CudaDenoisingLoop final : public DenoisingLoop {
   }
   cuda::GlobalPtr<const int> index() const { return {static_cast<const int*>(index_.data()), 1, "step_index"}; }
 
-  CudaBackend& b_;
+  CudaBackend<T>& b_;
   std::span<const StepCoefficients> steps_;
   DeviceBlock table_;
   DeviceBlock index_;
@@ -624,8 +647,9 @@ class CudaDenoisingLoop final : public DenoisingLoop {
   cudaGraphExec_t exec_ = nullptr;
 };
 
-std::unique_ptr<DenoisingLoop> CudaBackend::begin_denoising(std::span<const StepCoefficients> steps) {
-  return std::make_unique<CudaDenoisingLoop>(*this, steps);
+template <class T>
+std::unique_ptr<DenoisingLoop> CudaBackend<T>::begin_denoising(std::span<const StepCoefficients> steps) {
+  return std::make_unique<CudaDenoisingLoop<T>>(*this, steps);
 }
 
 }  // namespace
@@ -635,7 +659,9 @@ std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions& options) {
   if (query.gpus.empty()) throw UsageError(cat("--device cuda: ", query.why_none));
   if (options.device < 0 || options.device >= static_cast<int>(query.gpus.size()))
     throw UsageError(cat("--device cuda: there is no GPU ", options.device, " (", query.gpus.size(), " found)"));
-  return std::make_unique<CudaBackend>(options);
+  return cuda::with_storage_type(options.storage, [&](auto t) -> std::unique_ptr<Backend> {
+    return std::make_unique<CudaBackend<decltype(t)>>(options);
+  });
 }
 
 }  // namespace sdgen

@@ -18,8 +18,8 @@
 //   - the launch is sdgen::cuda::launch(SDGEN_KERNEL(my_kernel), {.grid = .., .block = ..}, args...).
 //
 // Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type"), with
-// g = lane / 4 and t = lane % 4; each 32-bit register holds two fp16, the lower-indexed element
-// in the low 16 bits (pack_half2):
+// g = lane / 4 and t = lane % 4; each 32-bit register holds two 16-bit values (fp16 or bf16), the
+// lower-indexed element in the low 16 bits (pack2):
 //   A (16x16, row-major), a0..a7 in a[0..3]:  row = g + 8 for a2,a3,a6,a7, else g;
 //                                             col = 2t + (i & 1), + 8 for a4..a7
 //   B (16x8, "col"), b0..b3 in b[0..1]:       row (k) = 2t + (i & 1), + 8 for b2,b3;  col (n) = g
@@ -35,10 +35,13 @@
 #include <unordered_map>
 #include <utility>
 
+#include "lib/core/dtype.hpp"
+
 #if defined(SDGEN_CUDA_EMULATION)
 #include "kernels/cuda/emu/checked_memory.hpp"
 #include "kernels/cuda/emu/emulated_cuda.hpp"
 #elif defined(__CUDACC__)
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -86,9 +89,68 @@ P pass_argument(A&& argument) {
   return std::forward<A>(argument);
 }
 
-// Two fp16 values as one 32-bit mma operand register: `lo` is the lower-indexed element.
-__device__ __forceinline__ std::uint32_t pack_half2(__half lo, __half hi) {
-  return std::uint32_t(__half_as_ushort(lo)) | (std::uint32_t(__half_as_ushort(hi)) << 16);
+// ---- the 16-bit storage formats
+//
+// Every kernel stores activations and weights in one of two 16-bit formats, chosen per backend
+// (--dtype): __half (fp16: 10 mantissa bits, range 6e-8..65504) or __nv_bfloat16 (bf16: 7
+// mantissa bits, fp32's range, so activations that overflow fp16 stay finite). Both compute in
+// fp32; a kernel is a template on its storage type T and touches T only through these helpers,
+// so the two instantiations differ in the conversions and the tensor-core instruction alone.
+template <class T>
+inline constexpr bool kIsStorage = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+
+__host__ __device__ __forceinline__ float to_float(__half h) { return __half2float(h); }
+__host__ __device__ __forceinline__ float to_float(__nv_bfloat16 h) { return __bfloat162float(h); }
+
+// The DType of a storage type, and back: with_storage_type(F16 or BF16, f) calls f(T{}) with the
+// type, so a runtime choice (the backend's --dtype) selects one instantiation.
+template <class T>
+inline constexpr DType kStorageDType = std::is_same_v<T, __half> ? DType::F16 : DType::BF16;
+
+template <class F>
+decltype(auto) with_storage_type(DType storage, F&& f) {
+  if (storage == DType::F16) return f(__half{});
+  if (storage == DType::BF16) return f(__nv_bfloat16{});
+  throw BackendError(cat("CUDA kernels: ", dtype_name(storage), " is not a 16-bit storage format (F16 or BF16)"));
+}
+
+// f rounded to nearest even (overflowing to inf in fp16, as __float2half does).
+template <class T>
+__host__ __device__ __forceinline__ T from_float(float f) {
+  static_assert(kIsStorage<T>, "from_float: T is __half or __nv_bfloat16");
+  if constexpr (std::is_same_v<T, __half>)
+    return __float2half_rn(f);
+  else
+    return __float2bfloat16_rn(f);
+}
+
+__host__ __device__ __forceinline__ unsigned short storage_bits(__half h) { return __half_as_ushort(h); }
+__host__ __device__ __forceinline__ unsigned short storage_bits(__nv_bfloat16 h) { return __bfloat16_as_ushort(h); }
+
+template <class T>
+__host__ __device__ __forceinline__ T storage_from_bits(unsigned short bits) {
+  static_assert(kIsStorage<T>, "storage_from_bits: T is __half or __nv_bfloat16");
+  if constexpr (std::is_same_v<T, __half>)
+    return __ushort_as_half(bits);
+  else
+    return __ushort_as_bfloat16(bits);
+}
+
+// Two 16-bit values as one 32-bit register (an mma operand, half of a vector store): `lo` is the
+// lower-indexed element, in the low 16 bits.
+template <class T>
+__host__ __device__ __forceinline__ std::uint32_t pack2(T lo, T hi) {
+  return std::uint32_t(storage_bits(lo)) | (std::uint32_t(storage_bits(hi)) << 16);
+}
+
+// The elements of such a register, as floats.
+template <class T>
+__host__ __device__ __forceinline__ float low_float(std::uint32_t pair) {
+  return to_float(storage_from_bits<T>(static_cast<unsigned short>(pair & 0xffffu)));
+}
+template <class T>
+__host__ __device__ __forceinline__ float high_float(std::uint32_t pair) {
+  return to_float(storage_from_bits<T>(static_cast<unsigned short>(pair >> 16)));
 }
 
 }  // namespace sdgen::cuda
@@ -171,20 +233,32 @@ class SharedPtr {
   T* p_ = nullptr;
 };
 
+// D = A·B + D on the tensor cores, A and B in the storage format T, C and D fp32.
+template <class T>
 __device__ __forceinline__ void mma_m16n8k16_row_col(float (&acc)[4], const std::uint32_t (&a)[4],
                                                      const std::uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  static_assert(kIsStorage<T>, "mma: T is __half or __nv_bfloat16");
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
 }
 
 // The "memory" clobbers keep the compiler from moving ordinary shared-memory stores across the
 // asm statements that read (ldmatrix) or complete (cp.async.wait_group) shared memory.
-template <int N>
-__device__ __forceinline__ void ldmatrix(std::uint32_t (&r)[N], SharedPtr<const __half> row) {
+template <int N, class T>
+__device__ __forceinline__ void ldmatrix(std::uint32_t (&r)[N], SharedPtr<T> row) {
   static_assert(N == 1 || N == 2 || N == 4, "ldmatrix loads 1, 2 or 4 matrices");
+  static_assert(sizeof(T) == 2, "ldmatrix moves 16-bit elements");
   const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(row.raw()));
   if constexpr (N == 1) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(address) : "memory");
@@ -201,9 +275,10 @@ __device__ __forceinline__ void ldmatrix(std::uint32_t (&r)[N], SharedPtr<const 
   }
 }
 
-template <int N>
-__device__ __forceinline__ void ldmatrix_trans(std::uint32_t (&r)[N], SharedPtr<const __half> row) {
+template <int N, class T>
+__device__ __forceinline__ void ldmatrix_trans(std::uint32_t (&r)[N], SharedPtr<T> row) {
   static_assert(N == 1 || N == 2 || N == 4, "ldmatrix loads 1, 2 or 4 matrices");
+  static_assert(sizeof(T) == 2, "ldmatrix moves 16-bit elements");
   const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(row.raw()));
   if constexpr (N == 1) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(address) : "memory");

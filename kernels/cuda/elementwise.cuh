@@ -1,5 +1,6 @@
-// The elementwise ops of the CUDA backend on fp16 tensors: activation, add (with broadcast) and
-// GEGLU; also the fp16 vector access and the activation functions that norms.cuh reuses.
+// The elementwise ops of the CUDA backend on 16-bit tensors (fp16 or bf16, the template parameter
+// T of every kernel): activation, add (with broadcast) and GEGLU; also the 16-bit vector access and
+// the activation functions that norms.cuh reuses.
 //
 // Each op reads its inputs once and writes its output once, so it is bound by memory bandwidth
 // when the accesses are wide and enough of them are in flight. A thread moves 8 halves per operand
@@ -19,7 +20,7 @@
 // take ~3 SM-cycles to move against ~0.5 to issue the division; so the flat loop is kept over a
 // 2D decomposition.
 //
-// Precision: fp16 in, fp32 math, one rounding to fp16 at the store. The activations use the
+// Precision: 16 bits in, fp32 math, one rounding to the storage format at the store. The activations use the
 // accurate expf/erff and IEEE division. At 20-35 instructions per element (SiLU to erf-GELU) the
 // math takes about as long as moving the element's 4 bytes, so on a GPU it is worth measuring
 // __expf/__fdividef for the sigmoid forms (the emulator would need them too; their relative error,
@@ -42,41 +43,43 @@
 
 namespace sdgen::cuda {
 
-// ---- fp16 vectors
+// ---- 16-bit vectors
 
-// Halves per 16-byte vector access.
+// 16-bit elements per 16-byte vector access.
 inline constexpr int kHalvesPerVector = 8;
 
-// Reads halves [i, i + kVec) of p as floats; kVec is kHalvesPerVector (one 16-byte load: p + i
+// Reads elements [i, i + kVec) of p as floats; kVec is kHalvesPerVector (one 16-byte load: p + i
 // must be 16-byte aligned) or 1.
-template <int kVec>
-__device__ __forceinline__ void load_halves(GlobalPtr<const __half> p, std::int64_t i, float (&v)[kVec]) {
+// (p may be a view of T or of const T.)
+template <int kVec, class E>
+__device__ __forceinline__ void load_halves(GlobalPtr<E> p, std::int64_t i, float (&v)[kVec]) {
+  using T = std::remove_const_t<E>;
   static_assert(kVec == kHalvesPerVector || kVec == 1);
   if constexpr (kVec == kHalvesPerVector) {
-    const uint4 q = (p + i).reinterpret<const uint4>()[0];
+    const uint4 q = (p + i).template reinterpret<const uint4>()[0];
     const std::uint32_t words[4] = {q.x, q.y, q.z, q.w};
-    for (int k = 0; k < 4; ++k) {  // the lower-indexed half sits in the low 16 bits
-      v[2 * k] = __half2float(__ushort_as_half(static_cast<unsigned short>(words[k] & 0xffffu)));
-      v[2 * k + 1] = __half2float(__ushort_as_half(static_cast<unsigned short>(words[k] >> 16)));
+    for (int k = 0; k < 4; ++k) {  // the lower-indexed element sits in the low 16 bits
+      v[2 * k] = low_float<T>(words[k]);
+      v[2 * k + 1] = high_float<T>(words[k]);
     }
   } else {
-    v[0] = __half2float(p[i]);
+    v[0] = to_float(T(p[i]));
   }
 }
 
-// Writes v, rounded to fp16, to halves [i, i + kVec) of p (alignment as load_halves).
-template <int kVec>
-__device__ __forceinline__ void store_halves(GlobalPtr<__half> p, std::int64_t i, const float (&v)[kVec]) {
+// Writes v, rounded to T, to elements [i, i + kVec) of p (alignment as load_halves).
+template <int kVec, class T>
+__device__ __forceinline__ void store_halves(GlobalPtr<T> p, std::int64_t i, const float (&v)[kVec]) {
   static_assert(kVec == kHalvesPerVector || kVec == 1);
   if constexpr (kVec == kHalvesPerVector) {
     uint4 q;
-    q.x = pack_half2(__float2half(v[0]), __float2half(v[1]));
-    q.y = pack_half2(__float2half(v[2]), __float2half(v[3]));
-    q.z = pack_half2(__float2half(v[4]), __float2half(v[5]));
-    q.w = pack_half2(__float2half(v[6]), __float2half(v[7]));
-    (p + i).reinterpret<uint4>()[0] = q;
+    q.x = pack2(from_float<T>(v[0]), from_float<T>(v[1]));
+    q.y = pack2(from_float<T>(v[2]), from_float<T>(v[3]));
+    q.z = pack2(from_float<T>(v[4]), from_float<T>(v[5]));
+    q.w = pack2(from_float<T>(v[6]), from_float<T>(v[7]));
+    (p + i).template reinterpret<uint4>()[0] = q;
   } else {
-    p[i] = __float2half(v[0]);
+    p[i] = from_float<T>(v[0]);
   }
 }
 
@@ -148,22 +151,23 @@ __device__ __forceinline__ std::int64_t grid_threads() { return std::int64_t(gri
 
 // ---- kernels
 
+template <class T>
 struct ActivationParams {
-  GlobalPtr<const __half> x;
-  GlobalPtr<__half> out;  // may be x
+  GlobalPtr<const T> x;
+  GlobalPtr<T> out;  // may be x
   std::int64_t n = 0;
 };
 
-template <Act A, int kVec>
-__device__ __forceinline__ void activation_step(const ActivationParams& p, std::int64_t i) {
+template <Act A, int kVec, class T>
+__device__ __forceinline__ void activation_step(const ActivationParams<T>& p, std::int64_t i) {
   float v[kVec];
   load_halves<kVec>(p.x, i, v);
   for (int k = 0; k < kVec; ++k) v[k] = activate<A>(v[k]);
   store_halves<kVec>(p.out, i, v);
 }
 
-template <Act A, int kVec>
-__global__ void __launch_bounds__(kElementwiseThreads) activation_kernel(ActivationParams p) {
+template <Act A, int kVec, class T>
+__global__ void __launch_bounds__(kElementwiseThreads) activation_kernel(ActivationParams<T> p) {
   const std::int64_t items = (p.n + kVec - 1) / kVec;
   for (std::int64_t item = grid_thread_index(); item < items; item += grid_threads()) {
     const std::int64_t i = item * kVec;
@@ -175,18 +179,19 @@ __global__ void __launch_bounds__(kElementwiseThreads) activation_kernel(Activat
   }
 }
 
+template <class T>
 struct AddParams {
-  GlobalPtr<const __half> a;
-  GlobalPtr<const __half> b;  // b_period elements; not read when b_period is 0
-  GlobalPtr<__half> out;      // may be a, or b when b_period == n
+  GlobalPtr<const T> a;
+  GlobalPtr<const T> b;  // b_period elements; not read when b_period is 0
+  GlobalPtr<T> out;      // may be a, or b when b_period == n
   std::int64_t n = 0;
   std::int64_t b_period = 0;
   float alpha = 1.0f;
   float beta = 1.0f;
 };
 
-template <int kVec>
-__device__ __forceinline__ void add_step(const AddParams& p, std::int64_t i) {
+template <int kVec, class T>
+__device__ __forceinline__ void add_step(const AddParams<T>& p, std::int64_t i) {
   float v[kVec];
   load_halves<kVec>(p.a, i, v);
   if (p.b_period > 0) {
@@ -199,8 +204,8 @@ __device__ __forceinline__ void add_step(const AddParams& p, std::int64_t i) {
   store_halves<kVec>(p.out, i, v);
 }
 
-template <int kVec>
-__global__ void __launch_bounds__(kElementwiseThreads) add_kernel(AddParams p) {
+template <int kVec, class T>
+__global__ void __launch_bounds__(kElementwiseThreads) add_kernel(AddParams<T> p) {
   const std::int64_t items = (p.n + kVec - 1) / kVec;
   for (std::int64_t item = grid_thread_index(); item < items; item += grid_threads()) {
     const std::int64_t i = item * kVec;
@@ -212,17 +217,18 @@ __global__ void __launch_bounds__(kElementwiseThreads) add_kernel(AddParams p) {
   }
 }
 
+template <class T>
 struct GegluParams {
-  GlobalPtr<const __half> x;  // rows of 2f: [hidden | gate]
-  GlobalPtr<__half> out;      // rows of f
+  GlobalPtr<const T> x;  // rows of 2f: [hidden | gate]
+  GlobalPtr<T> out;      // rows of f
   std::int64_t rows = 0;
   std::int64_t f = 0;
   std::int64_t x_row_stride = 0;
   std::int64_t out_row_stride = 0;
 };
 
-template <int kVec>
-__global__ void __launch_bounds__(kElementwiseThreads) geglu_kernel(GegluParams p) {
+template <int kVec, class T>
+__global__ void __launch_bounds__(kElementwiseThreads) geglu_kernel(GegluParams<T> p) {
   const std::int64_t per_row = p.f / kVec;  // kVec divides f on the vector path
   const std::int64_t items = p.rows * per_row;
   for (std::int64_t item = grid_thread_index(); item < items; item += grid_threads()) {
@@ -239,70 +245,76 @@ __global__ void __launch_bounds__(kElementwiseThreads) geglu_kernel(GegluParams 
 
 // ---- launchers
 
-// out = act(x) over n contiguous halves; out may be x.
+// out = act(x) over n contiguous elements; out may be x.
+template <class T>
 struct ActivationLaunch {
-  GlobalPtr<const __half> x;
-  GlobalPtr<__half> out;
+  GlobalPtr<const T> x;
+  GlobalPtr<T> out;
   std::int64_t n = 0;
   Act act = Act::None;
   Stream stream = nullptr;
 };
 
-inline void launch_activation(const ActivationLaunch& l) {
+template <class T>
+void launch_activation(const ActivationLaunch<T>& l) {
   if (l.n == 0 || (l.act == Act::None && l.out.raw() == l.x.raw())) return;
-  const ActivationParams p{.x = l.x, .out = l.out, .n = l.n};
+  const ActivationParams<T> p{.x = l.x, .out = l.out, .n = l.n};
   with_vector_width(vector_aligned(l.x) && vector_aligned(l.out), [&](auto vec) {
     constexpr int kVec = decltype(vec)::value;
     with_act(l.act, [&](auto act) {
       constexpr Act kAct = decltype(act)::value;
-      launch(SDGEN_KERNEL(activation_kernel<kAct, kVec>),
+      launch(SDGEN_KERNEL(activation_kernel<kAct, kVec, T>),
              {.grid = elementwise_blocks((l.n + kVec - 1) / kVec), .block = kElementwiseThreads, .stream = l.stream},
              p);
     });
   });
 }
 
-// out = a * alpha + b * beta over geometry.n contiguous halves. b (optional: geometry.b_period 0)
-// holds b_period halves repeated along a (b's shape a suffix of a's). out may be a, or b when
+// out = a * alpha + b * beta over geometry.n contiguous elements. b (optional: geometry.b_period 0)
+// holds b_period elements repeated along a (b's shape a suffix of a's). out may be a, or b when
 // b_period == n.
+template <class T>
 struct AddLaunch {
-  GlobalPtr<const __half> a;
-  GlobalPtr<const __half> b;
-  GlobalPtr<__half> out;
+  GlobalPtr<const T> a;
+  GlobalPtr<const T> b;
+  GlobalPtr<T> out;
   AddGeometry geometry;
   float alpha = 1.0f;
   float beta = 1.0f;
   Stream stream = nullptr;
 };
 
-inline void launch_add(const AddLaunch& l) {
+template <class T>
+void launch_add(const AddLaunch<T>& l) {
   const AddGeometry& g = l.geometry;
   if (g.n == 0) return;
-  const AddParams p{.a = l.a, .b = l.b, .out = l.out, .n = g.n, .b_period = g.b_period, .alpha = l.alpha,
+  const AddParams<T> p{.a = l.a, .b = l.b, .out = l.out, .n = g.n, .b_period = g.b_period, .alpha = l.alpha,
                     .beta = l.beta};
   // A vector of a never straddles two copies of b when b has a's shape or whole vectors per copy.
   const bool b_vectors =
       g.b_period == 0 || ((g.b_period == g.n || g.b_period % kHalvesPerVector == 0) && vector_aligned(l.b));
   with_vector_width(b_vectors && vector_aligned(l.a) && vector_aligned(l.out), [&](auto vec) {
     constexpr int kVec = decltype(vec)::value;
-    launch(SDGEN_KERNEL(add_kernel<kVec>),
+    launch(SDGEN_KERNEL(add_kernel<kVec, T>),
            {.grid = elementwise_blocks((g.n + kVec - 1) / kVec), .block = kElementwiseThreads, .stream = l.stream}, p);
   });
 }
 
 // out[r, :] = x[r, :f] * gelu_erf(x[r, f:]) (diffusers GEGLU: hidden, then gate), f = out.cols;
 // x and out are "rows" (unit stride along a row, one row stride); out never overlaps x.
+template <class T>
 struct GegluLaunch {
-  GlobalPtr<const __half> x;
-  GlobalPtr<__half> out;
+  GlobalPtr<const T> x;
+  GlobalPtr<T> out;
   GegluGeometry geometry;
   Stream stream = nullptr;
 };
 
-inline void launch_geglu(const GegluLaunch& l) {
+template <class T>
+void launch_geglu(const GegluLaunch<T>& l) {
   const GegluGeometry& g = l.geometry;
   if (g.out.rows == 0 || g.out.cols == 0) return;
-  const GegluParams p{.x = l.x,
+  const GegluParams<T> p{.x = l.x,
                       .out = l.out,
                       .rows = g.out.rows,
                       .f = g.out.cols,
@@ -313,7 +325,7 @@ inline void launch_geglu(const GegluLaunch& l) {
                        g.out.row_stride % kHalvesPerVector == 0 && vector_aligned(l.x) && vector_aligned(l.out);
   with_vector_width(vectors, [&](auto vec) {
     constexpr int kVec = decltype(vec)::value;
-    launch(SDGEN_KERNEL(geglu_kernel<kVec>),
+    launch(SDGEN_KERNEL(geglu_kernel<kVec, T>),
            {.grid = elementwise_blocks(g.out.rows * (g.out.cols / kVec)), .block = kElementwiseThreads,
             .stream = l.stream},
            p);

@@ -1,5 +1,6 @@
-// Flash attention, forward: out = softmax(q k^T * scale [+ causal mask]) v per head, in fp16 with
-// fp32 scores, softmax statistics and accumulation, never materialising the Nq x Nk matrix.
+// Flash attention, forward: out = softmax(q k^T * scale [+ causal mask]) v per head, in 16 bits (T:
+// fp16 or bf16, the mma's operand format) with fp32 scores, softmax statistics and accumulation,
+// never materialising the Nq x Nk matrix.
 //
 // Algorithm (FlashAttention-2). One CTA owns a tile of 64 queries of one (batch, head) and walks
 // the keys one key tile at a time. Each of its 4 warps owns 16 query rows end to end, so the
@@ -54,8 +55,8 @@
 // would be NaN.
 //
 // Precision: scores and the softmax in fp32, exp2 with scale * log2(e) folded into one multiply;
-// P rounded to fp16 for the P V mma, as FlashAttention does (relative error 2^-11 per weight,
-// while l sums the unrounded p); O accumulated in fp32 and rounded to fp16 once.
+// P rounded to T for the P V mma, as FlashAttention does (relative error 2^-11 per weight in fp16,
+// 2^-8 in bf16, while l sums the unrounded p); O accumulated in fp32 and rounded to T once.
 #pragma once
 
 #include <cmath>
@@ -79,16 +80,18 @@ enum class TileLoad { AsyncCopy, Plain };
 enum class AttentionMask { None, Causal };
 
 // One [B, N, heads * head_dim] operand: element (b, n, c) is at data[b * batch_stride + n * row_stride + c].
+template <class T>
 struct AttentionOperandView {
-  GlobalPtr<const __half> data;
+  GlobalPtr<const T> data;
   std::int64_t batch_stride = 0;
   std::int64_t row_stride = 0;
   TileLoad load = TileLoad::Plain;
 };
 
+template <class T>
 struct FlashAttentionParams {
-  AttentionOperandView q, k, v;
-  GlobalPtr<__half> out;
+  AttentionOperandView<T> q, k, v;
+  GlobalPtr<T> out;
   std::int64_t out_batch_stride = 0;
   std::int64_t out_row_stride = 0;
   int nq = 0, nk = 0, head_dim = 0;
@@ -118,46 +121,46 @@ struct FlashAttentionTile {
 // Copies rows [row0, row0 + kRows) x columns [0, kCols) of one head (element (n, c) at
 // x.data[base + n * x.row_stride + c]) into `tile` (pitch kPitch), with zeros for rows >= rows and
 // columns >= cols. AsyncCopy only issues the copies: the caller commits and waits.
-template <int kRows, int kCols, int kPitch, int kThreads>
-__device__ __forceinline__ void load_attention_tile(SharedPtr<__half> tile, const AttentionOperandView& x,
+template <int kRows, int kCols, int kPitch, int kThreads, class T>
+__device__ __forceinline__ void load_attention_tile(SharedPtr<T> tile, const AttentionOperandView<T>& x,
                                                     std::int64_t base, int row0, int rows, int cols) {
   const int tid = int(threadIdx.x);
   if (x.load == TileLoad::AsyncCopy) {
     constexpr int kChunks = kCols / 8;
     // Zero-byte copies (padding) still name a valid, aligned address: the tile's first element.
-    const GlobalPtr<const __half> first = x.data + (base + std::int64_t(row0) * x.row_stride);
+    const GlobalPtr<const T> first = x.data + (base + std::int64_t(row0) * x.row_stride);
     for (int i = tid; i < kRows * kChunks; i += kThreads) {
       const int r = i / kChunks;
       const int c = i % kChunks * 8;
       const int left = cols - c;  // valid halves of this chunk: 0..8
       const int valid = row0 + r >= rows || left <= 0 ? 0 : (left < 8 ? left : 8);
-      const GlobalPtr<const __half> src = valid > 0 ? first + (std::int64_t(r) * x.row_stride + c) : first;
+      const GlobalPtr<const T> src = valid > 0 ? first + (std::int64_t(r) * x.row_stride + c) : first;
       cp_async_16(tile + (r * kPitch + c), src, 2 * valid);
     }
   } else {
     for (int i = tid; i < kRows * kCols; i += kThreads) {
       const int r = i / kCols;
       const int c = i % kCols;
-      __half h = __float2half(0.0f);
+      T h = from_float<T>(0.0f);
       if (row0 + r < rows && c < cols) h = x.data[base + std::int64_t(row0 + r) * x.row_stride + c];
       tile[r * kPitch + c] = h;
     }
   }
 }
 
-template <int kWidth>
+template <int kWidth, class T>
 __global__ void __launch_bounds__(FlashAttentionTile<kWidth>::kThreads)
-    flash_attention_kernel(FlashAttentionParams p) {
+    flash_attention_kernel(FlashAttentionParams<T> p) {
   using Tile = FlashAttentionTile<kWidth>;
   constexpr int kKeys = Tile::kKeys;
   constexpr int kPitch = Tile::kPitch;
   constexpr int kValuePitch = Tile::kValuePitch;
   constexpr int kValueColumns = Tile::kValueColumns;
   constexpr int kSteps = kWidth / 16;  // mma k-steps of S = Q K^T
-  SDGEN_DYNAMIC_SHARED(__half, smem);
+  SDGEN_DYNAMIC_SHARED(T, smem);
   // Q, then K of stages 0 and 1, then V of stages 0 and 1 (computed, not an array of views: a
   // runtime index into an array would put it in local memory).
-  const SharedPtr<__half> q_tile = smem.slice(0, Tile::kQueryHalves);
+  const SharedPtr<T> q_tile = smem.slice(0, Tile::kQueryHalves);
   auto k_tile_of = [&](int stage) {
     return smem.slice(Tile::kQueryHalves + stage * Tile::kKeyHalves, Tile::kKeyHalves);
   };
@@ -224,7 +227,7 @@ __global__ void __launch_bounds__(FlashAttentionTile<kWidth>::kThreads)
     }
     if (warp_has_rows && !(causal && k0 > warp_row0 + 15)) {
       // ---- S = Q K^T for this warp's 16 rows and kKeys keys (raw dot products, fp32).
-      const SharedPtr<const __half> k_tile = k_tile_of(stage);
+      const SharedPtr<const T> k_tile = k_tile_of(stage);
       float s[kKeys / 8][4];
       SDGEN_ATTENTION_UNROLL
       for (int n = 0; n < kKeys / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
@@ -245,8 +248,8 @@ __global__ void __launch_bounds__(FlashAttentionTile<kWidth>::kThreads)
           ldmatrix<4>(b, k_tile + ((n * 16 + lane % 8 + lane / 16 * 8) * kPitch + step * 16 + lane / 8 % 2 * 8));
           const std::uint32_t b_lo[2] = {b[0], b[1]};
           const std::uint32_t b_hi[2] = {b[2], b[3]};
-          mma_m16n8k16_row_col(s[2 * n], a, b_lo);
-          mma_m16n8k16_row_col(s[2 * n + 1], a, b_hi);
+          mma_m16n8k16_row_col<T>(s[2 * n], a, b_lo);
+          mma_m16n8k16_row_col<T>(s[2 * n + 1], a, b_hi);
         }
       }
 
@@ -292,13 +295,13 @@ __global__ void __launch_bounds__(FlashAttentionTile<kWidth>::kThreads)
       }
 
       // ---- O += P V. The S fragments of key tiles 2m, 2m + 1 are the A fragment of keys 16m..16m+15.
-      const SharedPtr<const __half> v_tile = v_tile_of(stage);
+      const SharedPtr<const T> v_tile = v_tile_of(stage);
       SDGEN_ATTENTION_UNROLL
       for (int m = 0; m < kKeys / 16; ++m) {
-        const std::uint32_t a[4] = {pack_half2(__float2half(s[2 * m][0]), __float2half(s[2 * m][1])),
-                                    pack_half2(__float2half(s[2 * m][2]), __float2half(s[2 * m][3])),
-                                    pack_half2(__float2half(s[2 * m + 1][0]), __float2half(s[2 * m + 1][1])),
-                                    pack_half2(__float2half(s[2 * m + 1][2]), __float2half(s[2 * m + 1][3]))};
+        const std::uint32_t a[4] = {pack2(from_float<T>(s[2 * m][0]), from_float<T>(s[2 * m][1])),
+                                    pack2(from_float<T>(s[2 * m][2]), from_float<T>(s[2 * m][3])),
+                                    pack2(from_float<T>(s[2 * m + 1][0]), from_float<T>(s[2 * m + 1][1])),
+                                    pack2(from_float<T>(s[2 * m + 1][2]), from_float<T>(s[2 * m + 1][3]))};
         SDGEN_ATTENTION_UNROLL
         for (int n = 0; n < kValueColumns / 16; ++n) {
           // x4.trans over 16 keys x 16 columns of V (rows = keys): matrices (keys 0-7, cols 0-7),
@@ -308,8 +311,8 @@ __global__ void __launch_bounds__(FlashAttentionTile<kWidth>::kThreads)
           ldmatrix_trans<4>(b, v_tile + (key * kValuePitch + n * 16 + lane / 16 * 8));
           const std::uint32_t b_lo[2] = {b[0], b[1]};
           const std::uint32_t b_hi[2] = {b[2], b[3]};
-          mma_m16n8k16_row_col(o[2 * n], a, b_lo);
-          mma_m16n8k16_row_col(o[2 * n + 1], a, b_hi);
+          mma_m16n8k16_row_col<T>(o[2 * n], a, b_lo);
+          mma_m16n8k16_row_col<T>(o[2 * n + 1], a, b_hi);
         }
       }
     }
@@ -335,7 +338,7 @@ __global__ void __launch_bounds__(FlashAttentionTile<kWidth>::kThreads)
       for (int e = 0; e < 2; ++e) {
         const int col = n * 8 + 2 * t + e;
         if (v_col0 + col < p.head_dim)
-          p.out[out_base + std::int64_t(row) * p.out_row_stride + col] = __float2half(o[n][2 * r + e] * inv);
+          p.out[out_base + std::int64_t(row) * p.out_row_stride + col] = from_float<T>(o[n][2 * r + e] * inv);
       }
     }
   }
@@ -343,9 +346,10 @@ __global__ void __launch_bounds__(FlashAttentionTile<kWidth>::kThreads)
 
 // ---- host side
 
+template <class T>
 struct FlashAttentionLaunch {
-  GlobalPtr<const __half> q, k, v;  // views as described by geometry (any batch/row stride)
-  GlobalPtr<__half> out;
+  GlobalPtr<const T> q, k, v;  // views as described by geometry (any batch/row stride)
+  GlobalPtr<T> out;
   AttentionGeometry geometry;  // from check_attention; scale resolved
   Stream stream = nullptr;
 };
@@ -353,19 +357,19 @@ struct FlashAttentionLaunch {
 namespace attention_detail {
 
 // cp.async needs every 16-byte chunk of every head's row to start on a 16-byte boundary.
-inline TileLoad tile_load_for(GlobalPtr<const __half> data, const AttentionOperand& strides,
-                              const AttentionGeometry& g) {
+template <class T>
+TileLoad tile_load_for(GlobalPtr<const T> data, const AttentionOperand& strides, const AttentionGeometry& g) {
   const bool aligned = reinterpret_cast<std::uintptr_t>(data.raw()) % 16 == 0 &&
                        (g.batch == 1 || strides.batch_stride % 8 == 0) && strides.row_stride % 8 == 0 &&
                        (g.heads == 1 || g.head_dim % 8 == 0);
   return aligned ? TileLoad::AsyncCopy : TileLoad::Plain;
 }
 
-template <int kWidth>
-void launch_flash_attention(const FlashAttentionLaunch& l) {
+template <int kWidth, class T>
+void launch_flash_attention(const FlashAttentionLaunch<T>& l) {
   using Tile = FlashAttentionTile<kWidth>;
   const AttentionGeometry& g = l.geometry;
-  FlashAttentionParams p;
+  FlashAttentionParams<T> p;
   p.q = {l.q, g.q.batch_stride, g.q.row_stride, tile_load_for(l.q, g.q, g)};
   p.k = {l.k, g.k.batch_stride, g.k.row_stride, tile_load_for(l.k, g.k, g)};
   p.v = {l.v, g.v.batch_stride, g.v.row_stride, tile_load_for(l.v, g.v, g)};
@@ -380,7 +384,7 @@ void launch_flash_attention(const FlashAttentionLaunch& l) {
   p.mask = g.causal ? AttentionMask::Causal : AttentionMask::None;
   const dim3 grid(unsigned((g.nq + Tile::kQueries - 1) / Tile::kQueries), unsigned(g.heads),
                   unsigned(g.batch * p.value_chunks));
-  launch(SDGEN_KERNEL(flash_attention_kernel<kWidth>),
+  launch(SDGEN_KERNEL(flash_attention_kernel<kWidth, T>),
          {.grid = grid, .block = Tile::kThreads, .shared_bytes = Tile::kSharedBytes, .stream = l.stream}, p);
 }
 
@@ -389,13 +393,14 @@ void launch_flash_attention(const FlashAttentionLaunch& l) {
 // The widest head this kernel handles; wider heads are refused (no model we load has one).
 inline constexpr std::int64_t kFlashAttentionMaxHeadDim = 512;
 
-// Runs attention as described by l.geometry (kernels/backend.hpp AttentionArgs): fp16 q, k, v with
+// Runs attention as described by l.geometry (kernels/backend.hpp AttentionArgs): T q, k, v with
 // unit stride in the last dimension and any batch/row strides (column slices of a fused QKV buffer
-// included), fp16 out with its own strides, not overlapping the inputs. Any alignment works;
+// included), T out with its own strides, not overlapping the inputs. Any alignment works;
 // 16-byte-aligned operands (see the top of this file) take the cp.async path. head_dim up to 512;
 // Nq, Nk, batch and heads below 2^31 / 65535 as CUDA's grid allows (heads <= 65535,
 // batch * ceil(head_dim / 128) <= 65535 for head_dim > 160).
-inline void flash_attention(const FlashAttentionLaunch& l) {
+template <class T>
+void flash_attention(const FlashAttentionLaunch<T>& l) {
   const std::int64_t d = l.geometry.head_dim;
   if (d <= 16) {
     attention_detail::launch_flash_attention<16>(l);

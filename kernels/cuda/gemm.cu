@@ -4,7 +4,8 @@
 // The mapping (see gemm_plan.hpp): cuBLASLt is column-major, so the row-major out[m, n] =
 // a[m, k] w[n, k]^T is computed as out^T = op_T(w) a^T with A = w stored k x n (ld k), B = a stored
 // k x m (ld = a's row stride), and C, D stored n x m (ld = their row strides); the bias then has
-// D's n rows, one per output feature. Compute type fp32 with fp32 alpha/beta, operands fp16.
+// D's n rows, one per output feature. Compute type fp32 with fp32 alpha/beta; operands, bias and
+// output in the 16-bit format of LtGemmOptions::storage (CUDA_R_16F or CUDA_R_16BF).
 //
 // Per GemmKey the cache holds the matmul descriptor, the four layouts and the algorithm the
 // heuristic ranked first under this object's workspace size and the key's alignments; a call then
@@ -84,9 +85,11 @@ struct CudaFree {
   void operator()(void* p) const { cudaFree(p); }
 };
 
-LayoutOwned fp16_layout(std::int64_t rows, std::int64_t cols, std::int64_t ld, const GemmKey& key) {
+cudaDataType_t lt_type(DType storage) { return storage == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F; }
+
+LayoutOwned storage_layout(DType storage, std::int64_t rows, std::int64_t cols, std::int64_t ld, const GemmKey& key) {
   cublasLtMatrixLayout_t layout = nullptr;
-  check_lt(cublaslt().layout_create(&layout, CUDA_R_16F, static_cast<std::uint64_t>(rows),
+  check_lt(cublaslt().layout_create(&layout, lt_type(storage), static_cast<std::uint64_t>(rows),
                                       static_cast<std::uint64_t>(cols), ld),
            "cublasLtMatrixLayoutCreate", key);
   return LayoutOwned(layout);
@@ -118,9 +121,12 @@ struct LtGemm::Impl {
   HandleOwned handle;
   std::unique_ptr<void, CudaFree> memory;  // cuBLASLt's workspace
   std::size_t workspace_bytes = 0;
+  DType storage = DType::F16;
   std::unordered_map<GemmKey, Prepared, GemmKeyHash> cache;
 
-  explicit Impl(const LtGemmOptions& options) : workspace_bytes(options.cublaslt_workspace_bytes) {
+  explicit Impl(const LtGemmOptions& options)
+      : workspace_bytes(options.cublaslt_workspace_bytes), storage(options.storage) {
+    with_storage_type(storage, [](auto) {});  // refuses anything but F16 and BF16
     cublasLtHandle_t h = nullptr;
     const cublasStatus_t status = cublaslt().create(&h);
     if (status != CUBLAS_STATUS_SUCCESS)
@@ -147,10 +153,10 @@ struct LtGemm::Impl {
     // The heuristic reads the bias pointer's alignment from the descriptor: any of this key's calls
     // has the key's alignment.
     if (has_bias(key.epilogue)) set_desc(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, call.bias, key);
-    p.w = fp16_layout(key.k, key.n, key.k, key);
-    p.a = fp16_layout(key.k, key.m, key.a_row_stride, key);
-    p.out = fp16_layout(key.n, key.m, key.out_row_stride, key);
-    if (key.c == GemmC::Residual) p.c = fp16_layout(key.n, key.m, key.c_row_stride, key);
+    p.w = storage_layout(storage, key.k, key.n, key.k, key);
+    p.a = storage_layout(storage, key.k, key.m, key.a_row_stride, key);
+    p.out = storage_layout(storage, key.n, key.m, key.out_row_stride, key);
+    if (key.c == GemmC::Residual) p.c = storage_layout(storage, key.n, key.m, key.c_row_stride, key);
 
     cublasLtMatmulPreference_t pref_raw = nullptr;
     check_lt(cublaslt().preference_create(&pref_raw), "cublasLtMatmulPreferenceCreate", key);
@@ -196,11 +202,15 @@ std::size_t LtGemm::workspace_bytes() const { return impl_->workspace_bytes; }
 std::size_t LtGemm::cached_algorithms() const { return impl_->cache.size(); }
 
 void LtGemm::linear(const GemmLinear& op, cudaStream_t stream) {
-  run_linear(plan_linear(op), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
+  with_storage_type(impl_->storage, [&](auto t) {
+    run_linear<decltype(t)>(plan_linear(op), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
+  });
 }
 
 void LtGemm::conv2d(const GemmConv2d& op, const GemmScratch& scratch, cudaStream_t stream) {
-  run_conv2d(ConvPlan(op, scratch), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
+  with_storage_type(impl_->storage, [&](auto t) {
+    run_conv2d<decltype(t)>(ConvPlan(op, scratch), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
+  });
 }
 
 }  // namespace sdgen::cuda

@@ -1,5 +1,5 @@
-// LtGemm: linear and conv2d of the CUDA backend on cuBLASLt (fp16 operands, fp32 accumulation,
-// fp16 out), as planned by gemm_plan.hpp; conv2d is im2col + GEMM, the simple path that is right for
+// LtGemm: linear and conv2d of the CUDA backend on cuBLASLt (16-bit operands, fp16 or bf16 as the
+// backend stores them, fp32 accumulation, the same 16-bit format out), as planned by gemm_plan.hpp; conv2d is im2col + GEMM, the simple path that is right for
 // every shape (conv2d_implicit.cuh is the fast one).
 //
 // It owns what the calls share: the cuBLASLt handle, cuBLASLt's workspace (allocated in the
@@ -17,11 +17,14 @@
 #include <memory>
 
 #include "kernels/cuda/gemm_plan.hpp"
+#include "lib/core/dtype.hpp"
 #include "kernels/cuda/runtime_api.hpp"
 
 namespace sdgen::cuda {
 
 struct LtGemmOptions {
+  // The format of every operand, bias and output: DType::F16 or DType::BF16.
+  DType storage = DType::F16;
   // cuBLASLt's own workspace (split-K and stream-K reductions): 32 MiB is what NVIDIA recommends
   // for Hopper.
   std::size_t cublaslt_workspace_bytes = std::size_t(32) << 20;

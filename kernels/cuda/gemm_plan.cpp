@@ -2,7 +2,7 @@
 //
 // The checks here are the ones the plan relies on beyond kernels/op_checks (which the backend runs
 // first on the Tensors): the geometry is self-consistent, the device pointers the op needs are
-// there and hold fp16 elements (2-byte aligned), and the scratch holds what a conv2d needs. They are
+// there and hold 16-bit elements (2-byte aligned), and the scratch holds what a conv2d needs. They are
 // cheap, so they run on every call: a wrong pointer here would otherwise be a kernel fault on the
 // GPU, reported asynchronously and far from its cause.
 #include "kernels/cuda/gemm_plan.hpp"
@@ -59,7 +59,7 @@ GemmEpilogue epilogue_of(Act fused, const void* bias) {
   throw BackendError(cat(op, " (", shapes, "): ", what));
 }
 
-// A pointer the op reads or writes: present when required, and holding whole fp16 elements.
+// A pointer the op reads or writes: present when required, and holding whole 16-bit elements.
 enum class Needed { Required, Optional };
 void check_pointer(std::string_view op, const std::string& shapes, std::string_view name, const void* p,
                    Needed needed) {
@@ -68,7 +68,7 @@ void check_pointer(std::string_view op, const std::string& shapes, std::string_v
     return;
   }
   if (reinterpret_cast<std::uintptr_t>(p) % kHalfBytes != 0)
-    fail(op, shapes, cat(name, " at ", p, " is not 2-byte aligned, so it cannot hold fp16 elements"));
+    fail(op, shapes, cat(name, " at ", p, " is not 2-byte aligned, so it cannot hold 16-bit elements"));
 }
 
 void check_rows(std::string_view op, const std::string& shapes, std::string_view name, const RowsView& r,

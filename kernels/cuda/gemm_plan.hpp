@@ -25,7 +25,7 @@
 //    and no padding (the ResNet shortcuts, the transformers' proj_in/proj_out) needs no im2col: x is
 //    the matrix.
 //  * The scale distributes: alpha = beta = s, and the bias becomes s * (bias + add[b]), computed
-//    into scratch by a tiny kernel (in fp16: cuBLASLt's bias has D's type) once per image; with a
+//    into scratch by a tiny kernel (in the storage format: cuBLASLt's bias has D's type) once per image; with a
 //    per-channel add, each image is therefore its own GEMM(s). With s = 1 and no add, the given bias
 //    is used as it is.
 //  * im2col is bounded by the scratch the caller gives: the output rows of a GEMM are split into
@@ -81,7 +81,7 @@ struct GemmKeyHash {
   std::size_t operator()(const GemmKey& key) const;
 };
 
-// One cublasLtMatmul, row-major, fp16 operands, fp32 accumulation and scales:
+// One cublasLtMatmul, row-major, 16-bit operands (fp16 or bf16), fp32 accumulation and scales:
 //   out[i, j] = epilogue(alpha * sum_k a[i, k] w[j, k] + beta * c[i, j] + bias[j])
 // a, c and out are rows with key's strides; w is [n, k] contiguous; bias [n] contiguous.
 struct GemmCall {
@@ -97,7 +97,7 @@ struct GemmCall {
 
 // ---- linear
 
-// A linear on fp16 device memory: out = act(x w^T + bias) + residual (backend.hpp's LinearArgs).
+// A linear on 16-bit device memory: out = act(x w^T + bias) + residual (backend.hpp's LinearArgs).
 // geometry comes from check_linear; bias and residual are optional (null).
 struct GemmLinear {
   LinearGeometry geometry;
@@ -128,7 +128,7 @@ LinearPlan plan_linear(const GemmLinear& op);
 
 // ---- conv2d
 
-// A conv2d on fp16 NHWC device memory (backend.hpp's Conv2dArgs); geometry comes from
+// A conv2d on 16-bit NHWC device memory (backend.hpp's Conv2dArgs); geometry comes from
 // check_conv2d; bias [Cout], add_per_channel [B, Cout] and residual (out's shape) are optional.
 struct GemmConv2d {
   Conv2dGeometry geometry;
@@ -158,7 +158,7 @@ enum class ConvMatrix { Input, Im2col };
 // Which bias the epilogue adds: none, the op's bias as it is, or s * (bias + add[b]) from scratch.
 enum class ConvBias { None, Given, Scaled };
 
-// bias_out[c] = fp16(scale * (bias[c] + add[c])), either term optional (null).
+// bias_out[c] = T(scale * (bias[c] + add[c])), either term optional (null).
 struct ConvBiasStep {
   const void* bias = nullptr;
   const void* add = nullptr;  // the image's row of add_per_channel

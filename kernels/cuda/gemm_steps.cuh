@@ -2,7 +2,7 @@
 // order: the two small kernels the epilogue cannot do, and the loop over a plan's steps.
 //
 //  * conv_bias_kernel: one image's GEMM bias s * (bias + add_per_channel[b]), computed in fp32 from
-//    the fp16 terms and rounded once to fp16 (cuBLASLt's bias has D's type). Cout threads at most:
+//    the 16-bit terms and rounded once to T (cuBLASLt's bias has D's type). Cout threads at most:
 //    its cost is the launch.
 //  * rows_epilogue_kernel: out = act(out) + residual over the output rows, for the activations
 //    cuBLASLt cannot apply (it has tanh-GELU only) and for a residual that must come after the
@@ -16,9 +16,9 @@
 //    emulation test (tests/cuda_kernels/gemm_emulated_test.cpp), which so checks every launch and
 //    every pointer of the plan on the CPU.
 //
-// Precision: the GEMM rounds its fp32 result to fp16 once; a pass after it reads that fp16 value,
+// Precision: the GEMM rounds its fp32 result to T once; a pass after it reads that 16-bit value,
 // applies the activation and adds the residual in fp32, and rounds once more. The CPU backend
-// rounds nothing in between; the tests' fp16 rule accounts for the extra rounding.
+// rounds nothing in between; the tests' storage rule accounts for the extra rounding.
 #pragma once
 
 #include <cstdint>
@@ -35,35 +35,37 @@ namespace sdgen::cuda {
 
 enum class BiasTerms { Bias, Add, BiasAndAdd };
 
+template <class T>
 struct ConvBiasParams {
-  GlobalPtr<const __half> bias;  // [channels], read unless terms is Add
-  GlobalPtr<const __half> add;   // [channels], read unless terms is Bias
-  GlobalPtr<__half> out;         // [channels]
+  GlobalPtr<const T> bias;  // [channels], read unless terms is Add
+  GlobalPtr<const T> add;   // [channels], read unless terms is Bias
+  GlobalPtr<T> out;         // [channels]
   std::int64_t channels = 0;
   float scale = 1.0f;
 };
 
-template <BiasTerms kTerms>
-__global__ void __launch_bounds__(kElementwiseThreads) conv_bias_kernel(ConvBiasParams p) {
+template <BiasTerms kTerms, class T>
+__global__ void __launch_bounds__(kElementwiseThreads) conv_bias_kernel(ConvBiasParams<T> p) {
   for (std::int64_t c = grid_thread_index(); c < p.channels; c += grid_threads()) {
     float v = 0.0f;
-    if constexpr (kTerms != BiasTerms::Add) v += __half2float(p.bias[c]);
-    if constexpr (kTerms != BiasTerms::Bias) v += __half2float(p.add[c]);
-    p.out[c] = __float2half(p.scale * v);
+    if constexpr (kTerms != BiasTerms::Add) v += to_float(p.bias[c]);
+    if constexpr (kTerms != BiasTerms::Bias) v += to_float(p.add[c]);
+    p.out[c] = from_float<T>(p.scale * v);
   }
 }
 
 enum class RowsResidual { None, Add };
 
+template <class T>
 struct RowsEpilogueParams {
-  GlobalPtr<__half> out;
-  GlobalPtr<const __half> residual;  // read when RowsResidual::Add
+  GlobalPtr<T> out;
+  GlobalPtr<const T> residual;  // read when RowsResidual::Add
   std::int64_t rows = 0, cols = 0;
   std::int64_t out_row_stride = 0, residual_row_stride = 0;
 };
 
-template <Act A, RowsResidual kResidual, int kVec>
-__global__ void __launch_bounds__(kElementwiseThreads) rows_epilogue_kernel(RowsEpilogueParams p) {
+template <Act A, RowsResidual kResidual, int kVec, class T>
+__global__ void __launch_bounds__(kElementwiseThreads) rows_epilogue_kernel(RowsEpilogueParams<T> p) {
   const std::int64_t per_row = p.cols / kVec;  // kVec divides cols on the vector path
   const std::int64_t items = p.rows * per_row;
   for (std::int64_t item = grid_thread_index(); item < items; item += grid_threads()) {
@@ -83,43 +85,47 @@ __global__ void __launch_bounds__(kElementwiseThreads) rows_epilogue_kernel(Rows
 
 // ---- launchers
 
-// out[c] = fp16(scale * (bias[c] + add[c])) for c < channels; bias or add may be absent (a default
+// out[c] = T(scale * (bias[c] + add[c])) for c < channels; bias or add may be absent (a default
 // GlobalPtr), not both. out overlaps neither.
+template <class T>
 struct ConvBiasLaunch {
-  GlobalPtr<const __half> bias;
-  GlobalPtr<const __half> add;
-  GlobalPtr<__half> out;
+  GlobalPtr<const T> bias;
+  GlobalPtr<const T> add;
+  GlobalPtr<T> out;
   std::int64_t channels = 0;
   float scale = 1.0f;
   Stream stream = nullptr;
 };
 
-inline void launch_conv_bias(const ConvBiasLaunch& l) {
-  const ConvBiasParams p{.bias = l.bias, .add = l.add, .out = l.out, .channels = l.channels, .scale = l.scale};
+template <class T>
+void launch_conv_bias(const ConvBiasLaunch<T>& l) {
+  const ConvBiasParams<T> p{.bias = l.bias, .add = l.add, .out = l.out, .channels = l.channels, .scale = l.scale};
   const LaunchConfig config{.grid = elementwise_blocks(l.channels), .block = kElementwiseThreads, .stream = l.stream};
   if (l.add.raw() == nullptr)
-    launch(SDGEN_KERNEL(conv_bias_kernel<BiasTerms::Bias>), config, p);
+    launch(SDGEN_KERNEL(conv_bias_kernel<BiasTerms::Bias, T>), config, p);
   else if (l.bias.raw() == nullptr)
-    launch(SDGEN_KERNEL(conv_bias_kernel<BiasTerms::Add>), config, p);
+    launch(SDGEN_KERNEL(conv_bias_kernel<BiasTerms::Add, T>), config, p);
   else
-    launch(SDGEN_KERNEL(conv_bias_kernel<BiasTerms::BiasAndAdd>), config, p);
+    launch(SDGEN_KERNEL(conv_bias_kernel<BiasTerms::BiasAndAdd, T>), config, p);
 }
 
 // out[r, :] = act(out[r, :]) + residual[r, :] over rows x cols (residual optional: a default
 // GlobalPtr); unit stride along a row; residual does not overlap out.
+template <class T>
 struct RowsEpilogueLaunch {
-  GlobalPtr<__half> out;
-  GlobalPtr<const __half> residual;
+  GlobalPtr<T> out;
+  GlobalPtr<const T> residual;
   Act act = Act::None;
   std::int64_t rows = 0, cols = 0;
   std::int64_t out_row_stride = 0, residual_row_stride = 0;
   Stream stream = nullptr;
 };
 
-inline void launch_rows_epilogue(const RowsEpilogueLaunch& l) {
+template <class T>
+void launch_rows_epilogue(const RowsEpilogueLaunch<T>& l) {
   const bool has_residual = l.residual.raw() != nullptr;
   if (l.rows == 0 || l.cols == 0 || (l.act == Act::None && !has_residual)) return;
-  const RowsEpilogueParams p{.out = l.out,
+  const RowsEpilogueParams<T> p{.out = l.out,
                              .residual = l.residual,
                              .rows = l.rows,
                              .cols = l.cols,
@@ -136,9 +142,9 @@ inline void launch_rows_epilogue(const RowsEpilogueLaunch& l) {
       const LaunchConfig config{
           .grid = elementwise_blocks(l.rows * (l.cols / kVec)), .block = kElementwiseThreads, .stream = l.stream};
       if (has_residual)
-        launch(SDGEN_KERNEL(rows_epilogue_kernel<kAct, RowsResidual::Add, kVec>), config, p);
+        launch(SDGEN_KERNEL(rows_epilogue_kernel<kAct, RowsResidual::Add, kVec, T>), config, p);
       else
-        launch(SDGEN_KERNEL(rows_epilogue_kernel<kAct, RowsResidual::None, kVec>), config, p);
+        launch(SDGEN_KERNEL(rows_epilogue_kernel<kAct, RowsResidual::None, kVec, T>), config, p);
     });
   });
 }
@@ -147,13 +153,15 @@ inline void launch_rows_epilogue(const RowsEpilogueLaunch& l) {
 
 namespace gemm_steps_detail {
 
-// A plan's device address as a checked view of `count` halves (an empty view for null).
-inline GlobalPtr<const __half> halves(const void* p, std::int64_t count, const char* name) {
+// A plan's device address as a checked view of `count` elements of T (an empty view for null).
+template <class T>
+GlobalPtr<const T> elements(const void* p, std::int64_t count, const char* name) {
   if (p == nullptr) return {};
-  return GlobalPtr<const __half>(static_cast<const __half*>(p), std::size_t(count), name);
+  return GlobalPtr<const T>(static_cast<const T*>(p), std::size_t(count), name);
 }
-inline GlobalPtr<__half> halves(void* p, std::int64_t count, const char* name) {
-  return GlobalPtr<__half>(static_cast<__half*>(p), std::size_t(count), name);
+template <class T>
+GlobalPtr<T> elements(void* p, std::int64_t count, const char* name) {
+  return GlobalPtr<T>(static_cast<T*>(p), std::size_t(count), name);
 }
 
 // Elements a rows view spans: the last row need not be followed by its padding.
@@ -163,18 +171,18 @@ inline std::int64_t rows_extent(std::int64_t rows, std::int64_t cols, std::int64
 
 }  // namespace gemm_steps_detail
 
-// Runs a planned linear on `stream`: gemm(plan.gemm) (which must enqueue the GEMM on the same
-// stream), then the pass after it, if any.
-template <class Gemm>
+// Runs a planned linear on `stream`, its tensors in the storage format T: gemm(plan.gemm) (which
+// must enqueue the GEMM on the same stream), then the pass after it, if any.
+template <class T, class Gemm>
 void run_linear(const LinearPlan& plan, Stream stream, Gemm&& gemm) {
-  using gemm_steps_detail::halves;
+  using gemm_steps_detail::elements;
   using gemm_steps_detail::rows_extent;
   gemm(plan.gemm);
   if (!plan.pass) return;
   const RowsPass& pass = *plan.pass;
-  launch_rows_epilogue(
-      {.out = halves(pass.out, rows_extent(pass.rows, pass.cols, pass.out_row_stride), "out"),
-       .residual = halves(pass.residual, rows_extent(pass.rows, pass.cols, pass.residual_row_stride), "residual"),
+  launch_rows_epilogue<T>(
+      {.out = elements<T>(pass.out, rows_extent(pass.rows, pass.cols, pass.out_row_stride), "out"),
+       .residual = elements<T>(pass.residual, rows_extent(pass.rows, pass.cols, pass.residual_row_stride), "residual"),
        .act = pass.act,
        .rows = pass.rows,
        .cols = pass.cols,
@@ -186,25 +194,25 @@ void run_linear(const LinearPlan& plan, Stream stream, Gemm&& gemm) {
 // Runs a planned conv2d on `stream`, step by step: the scaled bias and the im2col rows a GEMM needs,
 // then gemm(step.gemm) (which must enqueue the GEMM on the same stream: the next step reuses the
 // scratch).
-template <class Gemm>
+template <class T, class Gemm>
 void run_conv2d(const ConvPlan& plan, Stream stream, Gemm&& gemm) {
-  using gemm_steps_detail::halves;
+  using gemm_steps_detail::elements;
   const Conv2dGeometry& g = plan.geometry();
   for (std::int64_t i = 0; i < plan.steps(); ++i) {
     const ConvStep step = plan.step(i);
     if (step.bias) {
       const ConvBiasStep& b = *step.bias;
-      launch_conv_bias({.bias = halves(b.bias, b.channels, "bias"),
-                        .add = halves(b.add, b.channels, "add_per_channel"),
-                        .out = halves(b.bias_out, b.channels, "scaled bias"),
+      launch_conv_bias<T>({.bias = elements<T>(b.bias, b.channels, "bias"),
+                        .add = elements<T>(b.add, b.channels, "add_per_channel"),
+                        .out = elements<T>(b.bias_out, b.channels, "scaled bias"),
                         .channels = b.channels,
                         .scale = b.scale,
                         .stream = stream});
     }
     if (step.im2col) {
       const Im2colStep& s = *step.im2col;
-      launch_im2col({.x = halves(s.x, g.batch * g.h * g.w * g.cin, "x"),
-                     .col = halves(s.col, s.rows * s.col_row_stride, "im2col"),
+      launch_im2col<T>({.x = elements<T>(s.x, g.batch * g.h * g.w * g.cin, "x"),
+                     .col = elements<T>(s.col, s.rows * s.col_row_stride, "im2col"),
                      .geometry = g,
                      .row0 = s.row0,
                      .rows = s.rows,

@@ -1,4 +1,4 @@
-// im2col for the GEMM conv path (gemm_plan.hpp): the NHWC input's patches as the rows of an fp16
+// im2col for the GEMM conv path (gemm_plan.hpp): the NHWC input's patches as the rows of a 16-bit
 // matrix, for a chunk of output pixels.
 //
 // Row r of the matrix is output pixel p = row0 + r, counted over B*Ho*Wo in NHWC order (b, oy, ox).
@@ -28,9 +28,10 @@ namespace sdgen::cuda {
 
 // ---- kernels
 
+template <class T>
 struct Im2colParams {
-  GlobalPtr<const __half> x;  // [B, H, W, Cin]
-  GlobalPtr<__half> col;      // rows of col_row_stride
+  GlobalPtr<const T> x;  // [B, H, W, Cin]
+  GlobalPtr<T> col;      // rows of col_row_stride
   std::int64_t h = 0, w = 0, cin = 0;
   std::int64_t kw = 0;
   std::int64_t ho = 0, wo = 0;
@@ -40,8 +41,8 @@ struct Im2colParams {
   std::int64_t col_row_stride = 0;
 };
 
-template <int kVec>
-__global__ void __launch_bounds__(kElementwiseThreads) im2col_nhwc_kernel(Im2colParams p) {
+template <int kVec, class T>
+__global__ void __launch_bounds__(kElementwiseThreads) im2col_nhwc_kernel(Im2colParams<T> p) {
   const std::int64_t per_row = p.k / kVec;  // kVec divides Cin on the vector path
   const std::int64_t items = p.rows * per_row;
   for (std::int64_t item = grid_thread_index(); item < items; item += grid_threads()) {
@@ -63,10 +64,10 @@ __global__ void __launch_bounds__(kElementwiseThreads) im2col_nhwc_kernel(Im2col
     const std::int64_t to = r * p.col_row_stride + c;
     if constexpr (kVec == kHalvesPerVector) {
       uint4 v{};  // zeros where the tap falls in the padding
-      if (inside) v = (p.x + from).reinterpret<const uint4>()[0];
-      (p.col + to).reinterpret<uint4>()[0] = v;
+      if (inside) v = (p.x + from).template reinterpret<const uint4>()[0];
+      (p.col + to).template reinterpret<uint4>()[0] = v;
     } else {
-      p.col[to] = inside ? p.x[from] : __ushort_as_half(0);
+      p.col[to] = inside ? T(p.x[from]) : storage_from_bits<T>(0);
     }
   }
 }
@@ -76,19 +77,21 @@ __global__ void __launch_bounds__(kElementwiseThreads) im2col_nhwc_kernel(Im2col
 // col[r, :KH*KW*Cin] = the patch of x under output pixel row0 + r, r in [0, rows) (see the top of
 // the file); x [B, H, W, Cin] contiguous; col holds rows rows of col_row_stride >= KH*KW*Cin halves
 // and does not overlap x. Output pixels row0 .. row0 + rows - 1 must lie in [0, B*Ho*Wo).
+template <class T>
 struct Im2colLaunch {
-  GlobalPtr<const __half> x;
-  GlobalPtr<__half> col;
+  GlobalPtr<const T> x;
+  GlobalPtr<T> col;
   Conv2dGeometry geometry;
   std::int64_t row0 = 0, rows = 0;
   std::int64_t col_row_stride = 0;
   Stream stream = nullptr;
 };
 
-inline void launch_im2col(const Im2colLaunch& l) {
+template <class T>
+void launch_im2col(const Im2colLaunch<T>& l) {
   const Conv2dGeometry& g = l.geometry;
   if (l.rows == 0) return;
-  const Im2colParams p{.x = l.x,
+  const Im2colParams<T> p{.x = l.x,
                        .col = l.col,
                        .h = g.h,
                        .w = g.w,
@@ -107,7 +110,7 @@ inline void launch_im2col(const Im2colLaunch& l) {
                        vector_aligned(l.x) && vector_aligned(l.col);
   with_vector_width(vectors, [&](auto vec) {
     constexpr int kVec = decltype(vec)::value;
-    launch(SDGEN_KERNEL(im2col_nhwc_kernel<kVec>),
+    launch(SDGEN_KERNEL(im2col_nhwc_kernel<kVec, T>),
            {.grid = elementwise_blocks(l.rows * (p.k / kVec)), .block = kElementwiseThreads, .stream = l.stream}, p);
   });
 }

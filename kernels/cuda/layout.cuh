@@ -1,6 +1,8 @@
 // The data-movement kernels of the CUDA backend: nearest upsampling to any size, channel
-// concatenation, token embedding, the sinusoidal timestep embedding, and the fp32 <-> fp16
-// conversions at the edges of the fp16 network (latents into the UNet, images out of the VAE).
+// concatenation, token embedding, the sinusoidal timestep embedding, and the fp32 <-> 16-bit
+// conversions at the edges of the 16-bit network (latents into the UNet, images out of the VAE).
+// Every launcher is a template on the storage type T (fp16 or bf16); the data-movement ops only
+// move T's bits, so the two instantiations differ in the conversions alone.
 //
 // Algorithm and decomposition. Each op is one pass: every output element is written exactly once
 // from elements it reads once, so the kernels are bound by memory bandwidth and their job is to
@@ -9,16 +11,16 @@
 //    one pixel, one token) is a run of chunks, each copied whole from one source. A 2D grid puts
 //    rows on blockIdx.x (up to 2^31 - 1) and chunks within a row on threads, so the only
 //    divisions are 32-bit ones inside a row (which pixel of the row, which chunk of the pixel)
-//    and one per thread for the row's coordinates. A chunk is a uint4 (8 halves, 16 bytes: one
+//    and one per thread for the row's coordinates. A chunk is a uint4 (8 elements, 16 bytes: one
 //    128-bit load and store per thread, the widest a thread can issue) when the channel counts
 //    are multiples of 8 and every base pointer is 16-byte aligned, which is what the UNet always
 //    gives (its channel counts are multiples of 32, its tensors come from the arena); otherwise a
-//    chunk is one __half and the same kernel runs on scalars. Consecutive threads take consecutive
+//    chunk is one T and the same kernel runs on scalars. Consecutive threads take consecutive
 //    chunks of the same row, so a warp reads and writes contiguous 512-byte runs whenever the
 //    row is that long.
-//  * the conversions are flat: 8 elements per thread (two 16-byte fp32 loads or one fp16 load,
+//  * the conversions are flat: 8 elements per thread (two 16-byte fp32 loads or one 16-bit load,
 //    and the opposite stores) when the element count is a multiple of 8 and the pointers are
-//    aligned, 1 otherwise. The scaled, repeated fp32 -> fp16 conversion (the UNet input of a
+//    aligned, 1 otherwise. The scaled, repeated fp32 -> T conversion (the UNet input of a
 //    guided step: the latents times model_input_scale, once per guidance half) reads each input
 //    once and stores it `copies` times.
 //  * timestep_embedding is [B, dim] with B at most a few dozen: one thread per output element.
@@ -30,7 +32,7 @@
 // torch does (float scale = H / Ho, floor(dst * scale), clamped), so sizes that are not multiples
 // of 2 pick the same rows as F.interpolate. The timestep embedding follows the CPU backend's fp32
 // formula operation by operation (constants computed on the host exactly as it does) and rounds
-// to fp16 once at the end; the GPU's expf/sinf/cosf are within 2 ulp of libm's, far below that
+// to T once at the end; the GPU's expf/sinf/cosf are within 2 ulp of libm's, far below that
 // rounding. Conversions round to nearest even, as torch's .half() does.
 //
 // Ids outside the table: a kernel cannot throw, and reading table row `id` for a bad id would read
@@ -51,9 +53,9 @@ namespace layout {
 
 inline constexpr int kBlockThreads = 256;
 
-// A run of 8 halves moved as one 16-byte vector, or a single half.
+// A run of 8 16-bit elements moved as one 16-byte vector, or a single element.
 template <class Chunk>
-inline constexpr int kChunkHalves = int(sizeof(Chunk) / sizeof(__half));
+inline constexpr int kChunkHalves = int(sizeof(Chunk) / 2);
 
 template <class T>
 bool aligned16(GlobalPtr<T> p) {
@@ -168,16 +170,18 @@ __global__ void __launch_bounds__(kBlockThreads) embedding_kernel(EmbeddingParam
 
 // ---- timestep_embedding
 
+template <class T>
 struct TimestepEmbeddingParams {
   GlobalPtr<const float> t;  // [batch]
-  GlobalPtr<__half> out;     // [batch, dim]
+  GlobalPtr<T> out;          // [batch, dim]
   int batch, dim, half_dim;
   float neg_log_max_period;  // -ln(max_period), rounded to fp32 as the CPU backend does
   float denominator;         // half_dim - freq_shift, likewise
   bool cos_first;            // flip_sin_to_cos
 };
 
-__global__ void __launch_bounds__(kBlockThreads) timestep_embedding_kernel(TimestepEmbeddingParams p) {
+template <class T>
+__global__ void __launch_bounds__(kBlockThreads) timestep_embedding_kernel(TimestepEmbeddingParams<T> p) {
   int b = 0, j = 0;
   if (!row_item(p.batch, p.dim, b, j)) return;
   float value = 0.0f;  // the odd dim's pad column
@@ -188,70 +192,75 @@ __global__ void __launch_bounds__(kBlockThreads) timestep_embedding_kernel(Times
     const float arg = p.t[b] * expf(exponent);
     value = first_half == p.cos_first ? cosf(arg) : sinf(arg);
   }
-  p.out[std::int64_t(b) * p.dim + j] = __float2half(value);
+  p.out[std::int64_t(b) * p.dim + j] = from_float<T>(value);
 }
 
 // ---- conversions
 
 enum class Width { Vector8, Scalar };
 
-struct F32ToF16Params {
+template <class T>
+struct F32ToStorageParams {
   GlobalPtr<const float> in;  // [n]
-  GlobalPtr<__half> out;      // [copies, n]
+  GlobalPtr<T> out;           // [copies, n]
   std::int64_t n;
   int copies;
   float scale;
 };
 
+template <class T>
 __device__ __forceinline__ unsigned scaled_pair(unsigned lo_bits, unsigned hi_bits, float scale) {
-  return pack_half2(__float2half(__uint_as_float(lo_bits) * scale), __float2half(__uint_as_float(hi_bits) * scale));
+  return pack2(from_float<T>(__uint_as_float(lo_bits) * scale), from_float<T>(__uint_as_float(hi_bits) * scale));
 }
 
-template <Width W>
-__global__ void __launch_bounds__(kBlockThreads) f32_to_f16_kernel(F32ToF16Params p) {
+template <Width W, class T>
+__global__ void __launch_bounds__(kBlockThreads) f32_to_storage_kernel(F32ToStorageParams<T> p) {
   const std::int64_t i = flat_index();
   if constexpr (W == Width::Vector8) {
     if (i >= p.n / 8) return;
-    const GlobalPtr<const uint4> in = p.in.reinterpret<const uint4>();
+    const GlobalPtr<const uint4> in = p.in.template reinterpret<const uint4>();
     const uint4 lo = in[2 * i], hi = in[2 * i + 1];
-    const uint4 halves{scaled_pair(lo.x, lo.y, p.scale), scaled_pair(lo.z, lo.w, p.scale),
-                       scaled_pair(hi.x, hi.y, p.scale), scaled_pair(hi.z, hi.w, p.scale)};
-    const GlobalPtr<uint4> out = p.out.reinterpret<uint4>();
+    const uint4 halves{scaled_pair<T>(lo.x, lo.y, p.scale), scaled_pair<T>(lo.z, lo.w, p.scale),
+                       scaled_pair<T>(hi.x, hi.y, p.scale), scaled_pair<T>(hi.z, hi.w, p.scale)};
+    const GlobalPtr<uint4> out = p.out.template reinterpret<uint4>();
     for (int copy = 0; copy < p.copies; ++copy) out[copy * (p.n / 8) + i] = halves;
   } else {
     if (i >= p.n) return;
-    const __half h = __float2half(p.in[i] * p.scale);
+    const T h = from_float<T>(p.in[i] * p.scale);
     for (int copy = 0; copy < p.copies; ++copy) p.out[copy * p.n + i] = h;
   }
 }
 
-struct F16ToF32Params {
-  GlobalPtr<const __half> in;  // [n]
-  GlobalPtr<float> out;        // [n]
+template <class T>
+struct StorageToF32Params {
+  GlobalPtr<const T> in;  // [n]
+  GlobalPtr<float> out;   // [n]
   std::int64_t n;
 };
 
-__device__ __forceinline__ unsigned low_half_as_float_bits(unsigned pair) {
-  return __float_as_uint(__half2float(__ushort_as_half(static_cast<unsigned short>(pair & 0xffffu))));
+template <class T>
+__device__ __forceinline__ unsigned low_as_float_bits(unsigned pair) {
+  return __float_as_uint(low_float<T>(pair));
 }
-__device__ __forceinline__ unsigned high_half_as_float_bits(unsigned pair) {
-  return __float_as_uint(__half2float(__ushort_as_half(static_cast<unsigned short>(pair >> 16))));
+template <class T>
+__device__ __forceinline__ unsigned high_as_float_bits(unsigned pair) {
+  return __float_as_uint(high_float<T>(pair));
 }
 
-template <Width W>
-__global__ void __launch_bounds__(kBlockThreads) f16_to_f32_kernel(F16ToF32Params p) {
+template <Width W, class T>
+__global__ void __launch_bounds__(kBlockThreads) storage_to_f32_kernel(StorageToF32Params<T> p) {
   const std::int64_t i = flat_index();
   if constexpr (W == Width::Vector8) {
     if (i >= p.n / 8) return;
-    const uint4 h = p.in.reinterpret<const uint4>()[i];
-    const GlobalPtr<uint4> out = p.out.reinterpret<uint4>();
-    out[2 * i] = uint4{low_half_as_float_bits(h.x), high_half_as_float_bits(h.x), low_half_as_float_bits(h.y),
-                       high_half_as_float_bits(h.y)};
-    out[2 * i + 1] = uint4{low_half_as_float_bits(h.z), high_half_as_float_bits(h.z), low_half_as_float_bits(h.w),
-                           high_half_as_float_bits(h.w)};
+    const uint4 h = p.in.template reinterpret<const uint4>()[i];
+    const GlobalPtr<uint4> out = p.out.template reinterpret<uint4>();
+    out[2 * i] = uint4{low_as_float_bits<T>(h.x), high_as_float_bits<T>(h.x), low_as_float_bits<T>(h.y),
+                       high_as_float_bits<T>(h.y)};
+    out[2 * i + 1] = uint4{low_as_float_bits<T>(h.z), high_as_float_bits<T>(h.z), low_as_float_bits<T>(h.w),
+                           high_as_float_bits<T>(h.w)};
   } else {
     if (i >= p.n) return;
-    p.out[i] = __half2float(p.in[i]);
+    p.out[i] = to_float(T(p.in[i]));
   }
 }
 
@@ -261,15 +270,16 @@ __global__ void __launch_bounds__(kBlockThreads) f16_to_f32_kernel(F16ToF32Param
 // is handled, the vector path being taken only where it is exact and aligned.
 
 // x [batch, h, w, c] -> out [batch, ho, wo, c], torch's F.interpolate(size=(ho, wo), "nearest").
+template <class T>
 struct UpsampleNearestLaunch {
-  GlobalPtr<const __half> x;
-  GlobalPtr<__half> out;
+  GlobalPtr<const T> x;
+  GlobalPtr<T> out;
   std::int64_t batch, h, w, c, ho, wo;
   Stream stream = nullptr;
 };
 
-template <class Chunk>
-void launch_upsample_nearest(const UpsampleNearestLaunch& l) {
+template <class Chunk, class T>
+void launch_upsample_nearest(const UpsampleNearestLaunch<T>& l) {
   const int pixel_chunks = int(l.c) / layout::kChunkHalves<Chunk>;
   const layout::UpsampleNearestParams<Chunk> p{.x = l.x.template reinterpret<const Chunk>(),
                                                .out = l.out.template reinterpret<Chunk>(),
@@ -285,23 +295,25 @@ void launch_upsample_nearest(const UpsampleNearestLaunch& l) {
                       l.stream, p);
 }
 
-inline void upsample_nearest(const UpsampleNearestLaunch& l) {
+template <class T>
+void upsample_nearest(const UpsampleNearestLaunch<T>& l) {
   if (l.c % 8 == 0 && layout::aligned16(l.x) && layout::aligned16(l.out))
     launch_upsample_nearest<uint4>(l);
   else
-    launch_upsample_nearest<__half>(l);
+    launch_upsample_nearest<T>(l);
 }
 
 // a [pixels, ca] ++ b [pixels, cb] -> out [pixels, ca + cb] (pixels = batch * h * w).
+template <class T>
 struct ConcatChannelsLaunch {
-  GlobalPtr<const __half> a, b;
-  GlobalPtr<__half> out;
+  GlobalPtr<const T> a, b;
+  GlobalPtr<T> out;
   std::int64_t pixels, ca, cb;
   Stream stream = nullptr;
 };
 
-template <class Chunk>
-void launch_concat_channels(const ConcatChannelsLaunch& l) {
+template <class Chunk, class T>
+void launch_concat_channels(const ConcatChannelsLaunch<T>& l) {
   constexpr int per = layout::kChunkHalves<Chunk>;
   const layout::ConcatChannelsParams<Chunk> p{.a = l.a.template reinterpret<const Chunk>(),
                                               .b = l.b.template reinterpret<const Chunk>(),
@@ -312,27 +324,29 @@ void launch_concat_channels(const ConcatChannelsLaunch& l) {
   layout::launch_rows(SDGEN_KERNEL(layout::concat_channels_kernel<Chunk>), l.pixels, (l.ca + l.cb) / per, l.stream, p);
 }
 
-inline void concat_channels(const ConcatChannelsLaunch& l) {
+template <class T>
+void concat_channels(const ConcatChannelsLaunch<T>& l) {
   if (l.ca % 8 == 0 && l.cb % 8 == 0 && layout::aligned16(l.a) && layout::aligned16(l.b) && layout::aligned16(l.out))
     launch_concat_channels<uint4>(l);
   else
-    launch_concat_channels<__half>(l);
+    launch_concat_channels<T>(l);
 }
 
 // ids [tokens] (int32) rows of table [vocab, c] -> out [tokens, c]. `error` is one int the caller
 // has zeroed; a token whose id is outside [0, vocab) gets a zero row, and `error` ends as 1 + the
 // largest such token position (0: every id was valid).
+template <class T>
 struct EmbeddingLaunch {
   GlobalPtr<const std::int32_t> ids;
-  GlobalPtr<const __half> table;
-  GlobalPtr<__half> out;
+  GlobalPtr<const T> table;
+  GlobalPtr<T> out;
   GlobalPtr<int> error;
   std::int64_t tokens, vocab, c;
   Stream stream = nullptr;
 };
 
-template <class Chunk>
-void launch_embedding(const EmbeddingLaunch& l) {
+template <class Chunk, class T>
+void launch_embedding(const EmbeddingLaunch<T>& l) {
   const int row_chunks = int(l.c) / layout::kChunkHalves<Chunk>;
   const layout::EmbeddingParams<Chunk> p{.ids = l.ids,
                                          .table = l.table.template reinterpret<const Chunk>(),
@@ -344,26 +358,29 @@ void launch_embedding(const EmbeddingLaunch& l) {
   layout::launch_rows(SDGEN_KERNEL(layout::embedding_kernel<Chunk>), l.tokens, row_chunks, l.stream, p);
 }
 
-inline void embedding(const EmbeddingLaunch& l) {
+template <class T>
+void embedding(const EmbeddingLaunch<T>& l) {
   if (l.c % 8 == 0 && layout::aligned16(l.table) && layout::aligned16(l.out))
     launch_embedding<uint4>(l);
   else
-    launch_embedding<__half>(l);
+    launch_embedding<T>(l);
 }
 
-// t [batch] (fp32) -> out [batch, dim] (fp16), TimestepEmbeddingArgs as in kernels/backend.hpp.
+// t [batch] (fp32) -> out [batch, dim] (T), TimestepEmbeddingArgs as in kernels/backend.hpp.
+template <class T>
 struct TimestepEmbeddingLaunch {
   GlobalPtr<const float> t;
-  GlobalPtr<__half> out;
+  GlobalPtr<T> out;
   std::int64_t batch, dim;
   TimestepEmbeddingArgs args;
   Stream stream = nullptr;
 };
 
-inline void timestep_embedding(const TimestepEmbeddingLaunch& l) {
+template <class T>
+void timestep_embedding(const TimestepEmbeddingLaunch<T>& l) {
   const std::int64_t half_dim = l.dim / 2;
   // The two constants exactly as the CPU backend rounds them (kernels/cpu/elementwise.cpp).
-  const layout::TimestepEmbeddingParams p{
+  const layout::TimestepEmbeddingParams<T> p{
       .t = l.t,
       .out = l.out,
       .batch = int(l.batch),
@@ -372,42 +389,46 @@ inline void timestep_embedding(const TimestepEmbeddingLaunch& l) {
       .neg_log_max_period = static_cast<float>(-std::log(static_cast<double>(l.args.max_period))),
       .denominator = static_cast<float>(static_cast<double>(half_dim) - static_cast<double>(l.args.freq_shift)),
       .cos_first = l.args.flip_sin_to_cos};
-  layout::launch_rows(SDGEN_KERNEL(layout::timestep_embedding_kernel), l.batch, l.dim, l.stream, p);
+  layout::launch_rows(SDGEN_KERNEL(layout::timestep_embedding_kernel<T>), l.batch, l.dim, l.stream, p);
 }
 
-// out[k * n + i] = fp16(in[i] * scale) for k < copies: fp32 -> fp16 (scale 1, one copy), or the
-// UNet input of a step (the latents times model_input_scale, one copy per guidance half).
-struct F32ToF16Launch {
+// out[k * n + i] = T(in[i] * scale) for k < copies: fp32 -> T (scale 1, one copy), or the UNet
+// input of a step (the latents times model_input_scale, one copy per guidance half).
+template <class T>
+struct F32ToStorageLaunch {
   GlobalPtr<const float> in;  // [n]
-  GlobalPtr<__half> out;      // [copies * n]
+  GlobalPtr<T> out;           // [copies * n]
   std::int64_t n;
   int copies = 1;
   float scale = 1.0f;
   Stream stream = nullptr;
 };
 
-inline void convert_f32_to_f16(const F32ToF16Launch& l) {
-  const layout::F32ToF16Params p{.in = l.in, .out = l.out, .n = l.n, .copies = l.copies, .scale = l.scale};
+template <class T>
+void convert_f32_to_storage(const F32ToStorageLaunch<T>& l) {
+  const layout::F32ToStorageParams<T> p{.in = l.in, .out = l.out, .n = l.n, .copies = l.copies, .scale = l.scale};
   if (l.n % 8 == 0 && layout::aligned16(l.in) && layout::aligned16(l.out))
-    layout::launch_flat(SDGEN_KERNEL(layout::f32_to_f16_kernel<layout::Width::Vector8>), l.n / 8, l.stream, p);
+    layout::launch_flat(SDGEN_KERNEL(layout::f32_to_storage_kernel<layout::Width::Vector8, T>), l.n / 8, l.stream, p);
   else
-    layout::launch_flat(SDGEN_KERNEL(layout::f32_to_f16_kernel<layout::Width::Scalar>), l.n, l.stream, p);
+    layout::launch_flat(SDGEN_KERNEL(layout::f32_to_storage_kernel<layout::Width::Scalar, T>), l.n, l.stream, p);
 }
 
 // out[i] = float(in[i]).
-struct F16ToF32Launch {
-  GlobalPtr<const __half> in;  // [n]
-  GlobalPtr<float> out;        // [n]
+template <class T>
+struct StorageToF32Launch {
+  GlobalPtr<const T> in;  // [n]
+  GlobalPtr<float> out;   // [n]
   std::int64_t n;
   Stream stream = nullptr;
 };
 
-inline void convert_f16_to_f32(const F16ToF32Launch& l) {
-  const layout::F16ToF32Params p{.in = l.in, .out = l.out, .n = l.n};
+template <class T>
+void convert_storage_to_f32(const StorageToF32Launch<T>& l) {
+  const layout::StorageToF32Params<T> p{.in = l.in, .out = l.out, .n = l.n};
   if (l.n % 8 == 0 && layout::aligned16(l.in) && layout::aligned16(l.out))
-    layout::launch_flat(SDGEN_KERNEL(layout::f16_to_f32_kernel<layout::Width::Vector8>), l.n / 8, l.stream, p);
+    layout::launch_flat(SDGEN_KERNEL(layout::storage_to_f32_kernel<layout::Width::Vector8, T>), l.n / 8, l.stream, p);
   else
-    layout::launch_flat(SDGEN_KERNEL(layout::f16_to_f32_kernel<layout::Width::Scalar>), l.n, l.stream, p);
+    layout::launch_flat(SDGEN_KERNEL(layout::storage_to_f32_kernel<layout::Width::Scalar, T>), l.n, l.stream, p);
 }
 
 }  // namespace sdgen::cuda

@@ -1,8 +1,9 @@
-// The normalisations of the CUDA backend on fp16 activations: GroupNorm over NHWC images (with an
-// activation fused after the affine transform: SiLU in the op set) and LayerNorm over rows.
+// The normalisations of the CUDA backend on 16-bit activations (fp16 or bf16, the kernels' T):
+// GroupNorm over NHWC images (with an activation fused after the affine transform: SiLU in the op
+// set) and LayerNorm over rows.
 // Statistics in fp32, as backend.hpp requires.
 //
-// Statistics. Both norms need a mean and a variance over many fp16 values (over a million per
+// Statistics. Both norms need a mean and a variance over many 16-bit values (over a million per
 // group in the VAE at 512x512). E[x^2] - E[x]^2 in fp32 cancels catastrophically when |mean| is
 // large next to the standard deviation, so every partial result here is a (count, mean, M2)
 // triple (M2 = sum of squared deviations from the mean): a thread builds its own with Welford's
@@ -129,11 +130,12 @@ inline std::int64_t group_norm_workspace_floats(const GroupNormGeometry& g) {
   return floats;
 }
 
+template <class T>
 struct GroupNormParams {
-  GlobalPtr<const __half> x;  // [B, N, C]
-  GlobalPtr<const __half> gamma;
-  GlobalPtr<const __half> beta;
-  GlobalPtr<__half> out;      // [B, N, C]; may be x
+  GlobalPtr<const T> x;  // [B, N, C]
+  GlobalPtr<const T> gamma;
+  GlobalPtr<const T> beta;
+  GlobalPtr<T> out;      // [B, N, C]; may be x
   GlobalPtr<float> partials;  // [B, slices, G, 2]: mean and M2 of each slice's groups
   GlobalPtr<float> scale;     // [B, C]: gamma * rstd
   GlobalPtr<float> shift;     // [B, C]: beta - mean * scale
@@ -147,18 +149,20 @@ struct GroupNormParams {
 };
 
 // The first row of slice s (slice s ends where s + 1 begins); every slice has at least one row.
-__device__ __forceinline__ std::int64_t slice_begin(const GroupNormParams& p, std::int64_t s) {
+template <class T>
+__device__ __forceinline__ std::int64_t slice_begin(const GroupNormParams<T>& p, std::int64_t s) {
   return p.pixels * s / p.slices;
 }
 
 // How many of a slice's `rows` rows row lane `lane` (of p.row_lanes) visits.
-__device__ __forceinline__ std::int64_t lane_rows(const GroupNormParams& p, std::int64_t rows, int lane) {
+template <class T>
+__device__ __forceinline__ std::int64_t lane_rows(const GroupNormParams<T>& p, std::int64_t rows, int lane) {
   return lane < rows ? (rows - lane + p.row_lanes - 1) / p.row_lanes : 0;
 }
 
 // Needs 2 * row_lanes * C floats of dynamic shared memory.
-template <int kVec>
-__global__ void __launch_bounds__(kGroupNormThreads) group_norm_stats_kernel(GroupNormParams p) {
+template <int kVec, class T>
+__global__ void __launch_bounds__(kGroupNormThreads) group_norm_stats_kernel(GroupNormParams<T> p) {
   SDGEN_DYNAMIC_SHARED(float, channel_stats);  // [row_lanes, C, 2]: mean, M2
   const int t = int(threadIdx.x);
   const std::int64_t s = blockIdx.x;
@@ -168,7 +172,7 @@ __global__ void __launch_bounds__(kGroupNormThreads) group_norm_stats_kernel(Gro
   const int col_lane = t % p.cols_per_pass;
   const int row_lane = t / p.cols_per_pass;
   const std::int64_t vectors = p.channels / kVec;
-  const GlobalPtr<const __half> x = p.x + b * p.pixels * p.channels;
+  const GlobalPtr<const T> x = p.x + b * p.pixels * p.channels;
 
   for (std::int64_t j = col_lane; j < vectors; j += p.cols_per_pass) {
     float mean[kVec] = {};
@@ -219,7 +223,8 @@ __global__ void __launch_bounds__(kGroupNormThreads) group_norm_stats_kernel(Gro
 }
 
 // One block per batch element, kGroupNormThreads threads; needs 2 * G floats of dynamic shared memory.
-__global__ void __launch_bounds__(kGroupNormThreads) group_norm_finalize_kernel(GroupNormParams p) {
+template <class T>
+__global__ void __launch_bounds__(kGroupNormThreads) group_norm_finalize_kernel(GroupNormParams<T> p) {
   SDGEN_DYNAMIC_SHARED(float, group_stats);  // [G, 2]: mean, rstd
   const int t = int(threadIdx.x);
   const int lane = t % 32;
@@ -245,14 +250,14 @@ __global__ void __launch_bounds__(kGroupNormThreads) group_norm_finalize_kernel(
     const std::int64_t g = c / cg;
     const float mean = group_stats[2 * g];
     const float rstd = group_stats[2 * g + 1];
-    const float scale = __half2float(p.gamma[c]) * rstd;
+    const float scale = to_float(p.gamma[c]) * rstd;
     p.scale[b * p.channels + c] = scale;
-    p.shift[b * p.channels + c] = __half2float(p.beta[c]) - mean * scale;
+    p.shift[b * p.channels + c] = to_float(p.beta[c]) - mean * scale;
   }
 }
 
-template <int kVec, Act A>
-__global__ void __launch_bounds__(kGroupNormThreads) group_norm_apply_kernel(GroupNormParams p) {
+template <int kVec, Act A, class T>
+__global__ void __launch_bounds__(kGroupNormThreads) group_norm_apply_kernel(GroupNormParams<T> p) {
   const int t = int(threadIdx.x);
   const std::int64_t s = blockIdx.x;
   const std::int64_t b = blockIdx.y;
@@ -261,8 +266,8 @@ __global__ void __launch_bounds__(kGroupNormThreads) group_norm_apply_kernel(Gro
   const int col_lane = t % p.cols_per_pass;
   const int row_lane = t / p.cols_per_pass;
   const std::int64_t vectors = p.channels / kVec;
-  const GlobalPtr<const __half> x = p.x + b * p.pixels * p.channels;
-  const GlobalPtr<__half> out = p.out + b * p.pixels * p.channels;
+  const GlobalPtr<const T> x = p.x + b * p.pixels * p.channels;
+  const GlobalPtr<T> out = p.out + b * p.pixels * p.channels;
 
   for (std::int64_t j = col_lane; j < vectors; j += p.cols_per_pass) {
     float scale[kVec];
@@ -284,11 +289,12 @@ __global__ void __launch_bounds__(kGroupNormThreads) group_norm_apply_kernel(Gro
 // channels) over x [B, N, C] (contiguous); gamma and beta [C]; out [B, N, C] may be x.
 // workspace: group_norm_workspace_floats(geometry) floats, used by this call only (the kernels run
 // in order on `stream`, so one workspace may serve every group norm issued on that stream).
+template <class T>
 struct GroupNormLaunch {
-  GlobalPtr<const __half> x;
-  GlobalPtr<const __half> gamma;
-  GlobalPtr<const __half> beta;
-  GlobalPtr<__half> out;
+  GlobalPtr<const T> x;
+  GlobalPtr<const T> gamma;
+  GlobalPtr<const T> beta;
+  GlobalPtr<T> out;
   GlobalPtr<float> workspace;
   GroupNormGeometry geometry;
   float eps = 1e-5f;
@@ -296,13 +302,14 @@ struct GroupNormLaunch {
   Stream stream = nullptr;
 };
 
-inline void launch_group_norm(const GroupNormLaunch& l) {
+template <class T>
+void launch_group_norm(const GroupNormLaunch<T>& l) {
   const GroupNormGeometry& g = l.geometry;
   if (g.batch == 0 || g.pixels == 0 || g.channels == 0) return;
   const bool vectors = g.channels % kHalvesPerVector == 0 && vector_aligned(l.x) && vector_aligned(l.out);
   const GroupNormPlan plan = plan_group_norm(g, vectors ? kHalvesPerVector : 1);
   const std::int64_t per_channel = g.batch * g.channels;
-  const GroupNormParams p{.x = l.x,
+  const GroupNormParams<T> p{.x = l.x,
                           .gamma = l.gamma,
                           .beta = l.beta,
                           .out = l.out,
@@ -320,13 +327,13 @@ inline void launch_group_norm(const GroupNormLaunch& l) {
   const dim3 block(static_cast<unsigned>(plan.cols_per_pass * plan.row_lanes));
   with_vector_width(vectors, [&](auto vec) {
     constexpr int kVec = decltype(vec)::value;
-    launch(SDGEN_KERNEL(group_norm_stats_kernel<kVec>),
+    launch(SDGEN_KERNEL(group_norm_stats_kernel<kVec, T>),
            {.grid = grid,
             .block = block,
             .shared_bytes = std::size_t(2 * plan.row_lanes * g.channels) * sizeof(float),
             .stream = l.stream},
            p);
-    launch(SDGEN_KERNEL(group_norm_finalize_kernel),
+    launch(SDGEN_KERNEL(group_norm_finalize_kernel<T>),
            {.grid = static_cast<unsigned>(g.batch),
             .block = kGroupNormThreads,
             .shared_bytes = std::size_t(2 * g.groups) * sizeof(float),
@@ -334,7 +341,7 @@ inline void launch_group_norm(const GroupNormLaunch& l) {
            p);
     with_act(l.act, [&](auto act) {
       constexpr Act kAct = decltype(act)::value;
-      launch(SDGEN_KERNEL(group_norm_apply_kernel<kVec, kAct>), {.grid = grid, .block = block, .stream = l.stream},
+      launch(SDGEN_KERNEL(group_norm_apply_kernel<kVec, kAct, T>), {.grid = grid, .block = block, .stream = l.stream},
              p);
     });
   });
@@ -344,11 +351,12 @@ inline void launch_group_norm(const GroupNormLaunch& l) {
 
 inline constexpr int kLayerNormWarps = 4;  // rows per block
 
+template <class T>
 struct LayerNormParams {
-  GlobalPtr<const __half> x;
-  GlobalPtr<const __half> gamma;
-  GlobalPtr<const __half> beta;
-  GlobalPtr<__half> out;
+  GlobalPtr<const T> x;
+  GlobalPtr<const T> gamma;
+  GlobalPtr<const T> beta;
+  GlobalPtr<T> out;
   std::int64_t rows = 0;
   std::int64_t cols = 0;
   std::int64_t x_row_stride = 0;
@@ -356,13 +364,13 @@ struct LayerNormParams {
   float eps = 0.0f;
 };
 
-template <int kVec>
-__global__ void __launch_bounds__(32 * kLayerNormWarps) layer_norm_kernel(LayerNormParams p) {
+template <int kVec, class T>
+__global__ void __launch_bounds__(32 * kLayerNormWarps) layer_norm_kernel(LayerNormParams<T> p) {
   const int lane = int(threadIdx.x) % 32;
   const std::int64_t row = std::int64_t(blockIdx.x) * kLayerNormWarps + int(threadIdx.x) / 32;
   if (row >= p.rows) return;  // the whole warp leaves together
-  const GlobalPtr<const __half> x = p.x + row * p.x_row_stride;
-  const GlobalPtr<__half> out = p.out + row * p.out_row_stride;
+  const GlobalPtr<const T> x = p.x + row * p.x_row_stride;
+  const GlobalPtr<T> out = p.out + row * p.out_row_stride;
   const std::int64_t vectors = p.cols / kVec;
 
   MeanM2 stats;
@@ -388,20 +396,22 @@ __global__ void __launch_bounds__(32 * kLayerNormWarps) layer_norm_kernel(LayerN
 
 // out[r, :] = (x[r, :] - mean_r) * rstd_r * gamma + beta over each row of C = geometry.x.cols;
 // x and out are "rows" (geometry from check_layer_norm); out may be x (then with x's row stride).
+template <class T>
 struct LayerNormLaunch {
-  GlobalPtr<const __half> x;
-  GlobalPtr<const __half> gamma;
-  GlobalPtr<const __half> beta;
-  GlobalPtr<__half> out;
+  GlobalPtr<const T> x;
+  GlobalPtr<const T> gamma;
+  GlobalPtr<const T> beta;
+  GlobalPtr<T> out;
   LayerNormGeometry geometry;
   float eps = 1e-5f;
   Stream stream = nullptr;
 };
 
-inline void launch_layer_norm(const LayerNormLaunch& l) {
+template <class T>
+void launch_layer_norm(const LayerNormLaunch<T>& l) {
   const LayerNormGeometry& g = l.geometry;
   if (g.x.rows == 0 || g.x.cols == 0) return;
-  const LayerNormParams p{.x = l.x,
+  const LayerNormParams<T> p{.x = l.x,
                           .gamma = l.gamma,
                           .beta = l.beta,
                           .out = l.out,
@@ -416,8 +426,8 @@ inline void launch_layer_norm(const LayerNormLaunch& l) {
   const unsigned blocks = static_cast<unsigned>((g.x.rows + kLayerNormWarps - 1) / kLayerNormWarps);
   with_vector_width(vectors, [&](auto vec) {
     constexpr int kVec = decltype(vec)::value;
-    launch(SDGEN_KERNEL(layer_norm_kernel<kVec>), {.grid = blocks, .block = 32 * kLayerNormWarps, .stream = l.stream},
-           p);
+    launch(SDGEN_KERNEL(layer_norm_kernel<kVec, T>),
+           {.grid = blocks, .block = 32 * kLayerNormWarps, .stream = l.stream}, p);
   });
 }
 

@@ -3,7 +3,7 @@
 //
 // What it computes. For every latent element i, exactly what the host loop of
 // lib/pipeline/txt2img.cpp computes followed by schedulers::apply_step_plan:
-//   m = u + g * (c - u) in fp32 (or m = the UNet output when unguided), from the fp16 UNet output;
+//   m = u + g * (c - u) in fp32 (or m = the UNet output when unguided), from the UNet output (fp16 or bf16: T);
 //   the step's inputs (sample, m, noise, history slots) as doubles; the clamped x0 when the plan
 //   clips; each output's weighted sum in double; every output stored (as fp32) only after all of
 //   them are formed, so an output may overwrite an input (the sample is updated in place).
@@ -24,7 +24,7 @@
 // every block must read the old value. An index outside the table makes the step a no-op, so a
 // stray replay can never read past the table.
 //
-// Decomposition. One thread per latent element, 256 per block, coalesced fp32 and fp16 accesses;
+// Decomposition. One thread per latent element, 256 per block, coalesced fp32 and 16-bit accesses;
 // the coefficients are the same for every thread, so their loads are warp-wide broadcasts served
 // from L1. At SD sizes the step is 16K elements per image (64 blocks): a few microseconds,
 // negligible beside the UNet, and the point of fusing is to avoid the round trips, not bandwidth.
@@ -41,10 +41,11 @@ namespace step {
 
 inline constexpr int kBlockThreads = 256;
 
+template <class T>
 struct StepUpdateParams {
   GlobalPtr<const StepCoefficients> steps;  // [step_count]
   GlobalPtr<const int> step_index;          // [1]
-  GlobalPtr<const __half> model_output;     // [elements] or [2 * elements] (guided)
+  GlobalPtr<const T> model_output;     // [elements] or [2 * elements] (guided)
   GlobalPtr<float> sample;                  // [elements]
   GlobalPtr<const float> noise;             // [elements], or empty
   GlobalPtr<float> history[kStepHistorySlots];
@@ -64,7 +65,8 @@ __device__ __forceinline__ double weighted_sum(const double (&w)[kStepTermCount]
   return sum;
 }
 
-__global__ void __launch_bounds__(kBlockThreads) step_update_kernel(StepUpdateParams p) {
+template <class T>
+__global__ void __launch_bounds__(kBlockThreads) step_update_kernel(StepUpdateParams<T> p) {
   const int index = p.step_index[0];
   if (index < 0 || index >= p.step_count) return;
   const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -74,10 +76,10 @@ __global__ void __launch_bounds__(kBlockThreads) step_update_kernel(StepUpdatePa
   double v[kStepTermCount] = {};
   if (reads(s, StepTerm::Sample)) v[int(StepTerm::Sample)] = p.sample[i];
   if (reads(s, StepTerm::ModelOutput)) {
-    const float u = __half2float(p.model_output[i]);
+    const float u = to_float(p.model_output[i]);
     float m = u;
     if (s.guidance == StepGuidance::ClassifierFree) {
-      const float c = __half2float(p.model_output[p.elements + i]);
+      const float c = to_float(p.model_output[p.elements + i]);
       m = __fadd_rn(u, __fmul_rn(s.guidance_scale, __fsub_rn(c, u)));
     }
     v[int(StepTerm::ModelOutput)] = m;
@@ -107,11 +109,12 @@ __global__ void __launch_bounds__(kBlockThreads) step_update_kernel(StepUpdatePa
 
 __global__ void advance_step_kernel(GlobalPtr<int> step_index) { step_index[0] += 1; }
 
+template <class T>
 struct ModelInputParams {
   GlobalPtr<const StepCoefficients> steps;
   GlobalPtr<const int> step_index;
   GlobalPtr<const float> latents;  // [elements]
-  GlobalPtr<__half> unet_in;       // [copies * elements]
+  GlobalPtr<T> unet_in;       // [copies * elements]
   GlobalPtr<float> t;              // [rows]
   std::int64_t elements;
   std::int64_t copies;
@@ -119,16 +122,17 @@ struct ModelInputParams {
   int step_count;
 };
 
-// unet_in = latents * input_scale rounded to fp16 (the product in fp32 and rounded once, as the
+// unet_in = latents * input_scale rounded to T (the product in fp32 and rounded once, as the
 // convert kernel and the host do), every copy; the first `rows` threads also write t.
-__global__ void __launch_bounds__(kBlockThreads) model_input_kernel(ModelInputParams p) {
+template <class T>
+__global__ void __launch_bounds__(kBlockThreads) model_input_kernel(ModelInputParams<T> p) {
   const int index = p.step_index[0];
   if (index < 0 || index >= p.step_count) return;
   const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const StepCoefficients& s = p.steps[index];
   if (i < p.rows) p.t[i] = s.timestep;
   if (i >= p.elements) return;
-  const __half v = __float2half(__fmul_rn(p.latents[i], s.input_scale));
+  const T v = from_float<T>(__fmul_rn(p.latents[i], s.input_scale));
   for (std::int64_t copy = 0; copy < p.copies; ++copy) p.unet_in[copy * p.elements + i] = v;
 }
 
@@ -138,18 +142,19 @@ __global__ void __launch_bounds__(kBlockThreads) model_input_kernel(ModelInputPa
 //   steps:        the coefficients of every call of the generation (schedulers::to_step_coefficients,
 //                 all made with the guidance model_output carries); step_count entries.
 //   step_index:   one int in device memory; outside [0, step_count) the launch does nothing.
-//   model_output: the UNet output, fp16 NHWC, [n, h, w, c] or, guided, the n unconditional rows
+//   model_output: the UNet output, T (fp16 or bf16) NHWC, [n, h, w, c] or, guided, the n unconditional rows
 //                 then the n conditional rows, [2n, h, w, c].
 //   sample:       the latents, fp32 [n, h, w, c], read and updated in place.
 //   noise:        fp32 [n, h, w, c] for steps that read noise; may be empty otherwise.
 //   history:      the scheduler's slots 0 .. history_slots() - 1, fp32 [n, h, w, c] each; the others
 //                 may be empty. They need no initialisation: a slot is written before it is read.
 // `elements` is n * h * w * c. No alignment is required; no buffer may overlap another.
+template <class T>
 struct StepUpdateLaunch {
   GlobalPtr<const StepCoefficients> steps;
   int step_count = 0;
   GlobalPtr<const int> step_index;
-  GlobalPtr<const __half> model_output;
+  GlobalPtr<const T> model_output;
   GlobalPtr<float> sample;
   GlobalPtr<const float> noise;
   GlobalPtr<float> history[kStepHistorySlots];
@@ -157,9 +162,10 @@ struct StepUpdateLaunch {
   Stream stream = nullptr;
 };
 
-inline void step_update(const StepUpdateLaunch& l) {
+template <class T>
+void step_update(const StepUpdateLaunch<T>& l) {
   if (l.elements == 0) return;
-  step::StepUpdateParams p{.steps = l.steps,
+  step::StepUpdateParams<T> p{.steps = l.steps,
                            .step_index = l.step_index,
                            .model_output = l.model_output,
                            .sample = l.sample,
@@ -169,18 +175,20 @@ inline void step_update(const StepUpdateLaunch& l) {
                            .step_count = l.step_count};
   for (int slot = 0; slot < kStepHistorySlots; ++slot) p.history[slot] = l.history[slot];
   const auto blocks = unsigned((l.elements + step::kBlockThreads - 1) / step::kBlockThreads);
-  launch(SDGEN_KERNEL(step::step_update_kernel), {.grid = blocks, .block = step::kBlockThreads, .stream = l.stream}, p);
+  launch(SDGEN_KERNEL(step::step_update_kernel<T>), {.grid = blocks, .block = step::kBlockThreads, .stream = l.stream},
+         p);
 }
 
 // The UNet's inputs of the call at *step_index (its timestep and scale_model_input, from the same
 // table as step_update, for the same reason): unet_in = `copies` copies of latents scaled by the
-// entry's input_scale, in fp16; t[0 .. rows) = the entry's timestep. Outside the table, nothing.
+// entry's input_scale, in T; t[0 .. rows) = the entry's timestep. Outside the table, nothing.
+template <class T>
 struct ModelInputLaunch {
   GlobalPtr<const StepCoefficients> steps;
   int step_count = 0;
   GlobalPtr<const int> step_index;
   GlobalPtr<const float> latents;
-  GlobalPtr<__half> unet_in;
+  GlobalPtr<T> unet_in;
   GlobalPtr<float> t;
   std::int64_t elements = 0;  // of latents
   std::int64_t copies = 1;    // unet_in holds copies * elements
@@ -188,12 +196,13 @@ struct ModelInputLaunch {
   Stream stream = nullptr;
 };
 
-inline void model_input(const ModelInputLaunch& l) {
+template <class T>
+void model_input(const ModelInputLaunch<T>& l) {
   const std::int64_t threads = l.elements > l.rows ? l.elements : l.rows;
   if (threads == 0) return;
   const auto blocks = unsigned((threads + step::kBlockThreads - 1) / step::kBlockThreads);
-  launch(SDGEN_KERNEL(step::model_input_kernel), {.grid = blocks, .block = step::kBlockThreads, .stream = l.stream},
-         step::ModelInputParams{.steps = l.steps,
+  launch(SDGEN_KERNEL(step::model_input_kernel<T>), {.grid = blocks, .block = step::kBlockThreads, .stream = l.stream},
+         step::ModelInputParams<T>{.steps = l.steps,
                                 .step_index = l.step_index,
                                 .latents = l.latents,
                                 .unet_in = l.unet_in,

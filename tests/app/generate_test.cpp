@@ -122,6 +122,8 @@ TEST_CASE("bad input is refused in one line before any work", "[app][generate]")
       {"'x'" + tiny() + " --outdir " + quoted(a_file / "sub"), 2, "file"},
       {"'x'" + tiny() + " --device cuda -o " + png, 2, "--device cuda"},
       {"'x'" + tiny() + " --device cpu --max-vram 2G -o " + png, 2, "--max-vram limits GPU memory"},
+      {"'x'" + tiny() + " --device cpu --dtype fp16 -o " + png, 2, "--dtype fp16 is a GPU option"},
+      {"'x'" + tiny() + " --device cuda --dtype fp32 -o " + png, 2, "--dtype fp32 is a CPU option"},
       {"'x'" + tiny() + " --device cuda --max-vram 2Q -o " + png, 2, "--max-vram 2Q: expected a size"},
   };
   for (const auto& c : cases) {

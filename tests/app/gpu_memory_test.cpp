@@ -130,16 +130,21 @@ TEST_CASE("--max-vram below the model's weights: nothing can run, and the error 
 // decode sets the peak (64x64, batch 2) and once where the denoising loop does (32x32, batch 4,
 // Euler ancestral's noise buffer). The text encoder's own stage needs less at these sizes.
 // --dry-run loads the model, prints the plan and writes no image.
+// With --dtype bf16 the same request takes the same memory (bf16 is 2 bytes, as fp16), and the
+// profile names the precision.
 TEST_CASE("the memory plan: --dry-run shows it, and a run's measured peak equals it", "[app][gpu-memory]") {
-  for (const std::string args : {"-W 64 -H 64 --batch 2", "-W 32 -H 32 --batch 4 --scheduler euler_a"}) {
+  double fp16_peak_at_64 = 0;  // the first request's plan, which its bf16 twin must equal
+  for (const std::string args :
+       {"-W 64 -H 64 --batch 2", "-W 32 -H 32 --batch 4 --scheduler euler_a", "-W 64 -H 64 --batch 2 --dtype bf16"}) {
     INFO(args);
+    const std::string dtype = args.ends_with("bf16") ? "bf16" : "fp16";
     TempDir dir;
     fs::create_directory(dir.path / "images");
     const auto plan = run_emulated(args + " --dry-run --outdir " + quoted(dir.path / "images") + " --json " +
                                    quoted(dir.path / "plan.json"));
     INFO(plan.output);
     REQUIRE(plan.exit_code == 0);
-    CHECK_THAT(plan.output, Catch::Contains("memory plan (cuda, fp16)") && Catch::Contains("planned memory"));
+    CHECK_THAT(plan.output, Catch::Contains("memory plan (cuda, " + dtype + ")") && Catch::Contains("planned memory"));
     CHECK(files_in(dir.path / "images") == 0);
     const auto planned = nlohmann::json::parse(std::ifstream(dir.path / "plan.json"));
 
@@ -154,5 +159,8 @@ TEST_CASE("the memory plan: --dry-run shows it, and a run's measured peak equals
                                planned.at("planned_decode_bytes").get<double>()));
     CHECK(measured.at("planned_peak_bytes").get<double>() == peak);
     CHECK(measured.at("peak_device_bytes").get<double>() == peak);
+    CHECK(measured.at("dtype").get<std::string>() == dtype);
+    if (dtype == "bf16") CHECK(peak == fp16_peak_at_64);
+    if (args == "-W 64 -H 64 --batch 2") fp16_peak_at_64 = peak;
   }
 }

@@ -1,22 +1,30 @@
 // The fused guidance + scheduler step (kernels/cuda/step_update.cuh) against the CPU path it
 // replaces: the fp32 guidance loop of lib/pipeline/txt2img.cpp followed by
-// schedulers::apply_step_plan, on the same fp16 UNet outputs, noise and state.
+// schedulers::apply_step_plan, on the same UNet outputs, noise and state, in both storage formats
+// T of the UNet output (fp16 and bf16); and the UNet-input kernel of the same file (model_input:
+// the latents times the call's input scale, rounded to T, once per guidance half, and the call's
+// timestep) against the host loop's product rounded by lib/core/half.hpp (f32_to_f16 or
+// f32_to_bf16, round to nearest even).
 //
 // Each of the six schedulers is built as the pipeline builds it (Scheduler from a model's
 // scheduler_config.json and the user's options) and run for a whole generation,
-// guided and unguided, with the GPU state and the CPU state each evolving on its own. After every
-// call the sample and every history slot written so far must equal the CPU's BIT FOR BIT: the
-// bound is 0 ulps. The brief allowed a few ulps, but the kernel is built to perform the host's
-// operations in the host's order with one rounding each (see the top of step_update.cuh), so any
-// difference at all is a defect, e.g. an FMA contraction, a term summed out of order, or guidance
-// computed in another precision, and a 1-ulp tolerance would let those pass. History slots the
+// guided and unguided, with the GPU state and the CPU state each evolving on its own. Before every
+// call the UNet input made from the device's latents must equal the host's bit for bit; after it,
+// the sample and every history slot written so far must equal the CPU's BIT FOR BIT: the bound is
+// 0 ulps, in either format (the UNet output enters both paths as the same values of T, which
+// convert to fp32 exactly; the format changes the inputs, not the arithmetic). The brief allowed
+// a few ulps, but the kernel is built to perform the host's operations in the host's order with
+// one rounding each (see the top of step_update.cuh), so any difference at all is a defect, e.g.
+// an FMA contraction, a term summed out of order, or guidance computed in another precision, and
+// a 1-ulp tolerance would let those pass. History slots the
 // schedule has not written yet start as 0xff bytes on the device (what uninitialised arena memory
 // may hold; a NaN) and zeros on the host, and must stay untouched: the kernel may not read or
 // write them.
 //
 // Sizes: a 2x3x5x4 latent (120 elements: one partial block) covers the coefficient paths for
-// every scheduler cheaply; the 1x64x64x4 latent of a 512x512 image (64 full blocks) is run for a
-// guided DPM-Solver++ and Euler ancestral generation.
+// every scheduler cheaply, in both formats; the 1x64x64x4 latent of a 512x512 image (64 full
+// blocks) is run for a guided DPM-Solver++ and Euler ancestral generation in fp16 (the kernel has
+// one path: its index arithmetic does not depend on T).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -33,7 +41,7 @@
 #include "kernels/cuda/step_update.cuh"
 #include "lib/core/rng.hpp"
 #include "lib/schedulers/scheduler.hpp"
-#include "tests/cuda_kernels/fp16_rule.hpp"
+#include "tests/cuda_kernels/storage_rule.hpp"
 #include "tests/emu/device_buffer.hpp"
 #include "weights/scheduler_config.hpp"
 
@@ -91,9 +99,30 @@ void upload(const DeviceBuffer<T>& buffer, const std::vector<H>& host) {
   device_memory::upload(buffer.view("upload").raw(), host.data(), host.size() * sizeof(H));
 }
 
+// The UNet input model_input wrote (unet_in: `copies` copies of the latents, in T's bits; t: one
+// timestep per UNet batch row) against the host's: latents * input_scale in fp32, rounded to T.
+template <class T>
+void check_model_input(const std::vector<std::uint16_t>& unet_in, const std::vector<float>& t,
+                       const std::vector<float>& latents, const StepCoefficients& c) {
+  const std::size_t elements = latents.size(), copies = unet_in.size() / elements;
+  std::size_t wrong = 0;
+  for (std::size_t copy = 0; copy < copies; ++copy)
+    for (std::size_t i = 0; i < elements; ++i)
+      wrong += unet_in[copy * elements + i] != Format<T>::bits(latents[i] * c.input_scale);
+  INFO("model_input: " << wrong << " of " << copies * elements << " UNet input elements differ from the host's ("
+                       << Format<T>::kName << ", input scale " << c.input_scale << ")");
+  CHECK(wrong == 0);
+  std::size_t wrong_t = 0;
+  for (float v : t) wrong_t += !same_bits(v, c.timestep);
+  INFO("model_input: " << wrong_t << " of " << t.size() << " timesteps differ from " << c.timestep);
+  CHECK(wrong_t == 0);
+}
+
 // Runs every call of `scheduler` on the device and on the host from the same random start and
-// UNet outputs, comparing after each call. Returns the number of elements DDIM's clip clamped
-// (0 for plans without clip), so a clip test can show that clamping happened.
+// UNet outputs (in T), comparing the UNet input before each call and the state after it. Returns
+// the number of elements DDIM's clip clamped (0 for plans without clip), so a clip test can show
+// that clamping happened.
+template <class T>
 std::size_t run_generation(const Scheduler& scheduler, std::optional<double> guidance, const LatentShape& shape,
                            std::uint64_t seed) {
   const std::size_t elements = shape.elements();
@@ -115,20 +144,31 @@ std::size_t run_generation(const Scheduler& scheduler, std::optional<double> gui
   DeviceBuffer<StepCoefficients> d_steps(table);
   DeviceBuffer<int> d_index(std::vector<int>{0});
   DeviceBuffer<float> d_sample(sample);
-  DeviceBuffer<__half> d_model_output(rows * elements);
+  DeviceBuffer<T> d_model_output(rows * elements);
+  DeviceBuffer<T> d_unet_in(rows * elements);  // the UNet batch: one copy of the latents per row
+  DeviceBuffer<float> d_t(rows * std::size_t(shape.n));
   DeviceBuffer<float> d_noise(elements);
   std::vector<DeviceBuffer<float>> d_history;
   for (int s = 0; s < slots; ++s) d_history.emplace_back(elements);  // 0xff bytes: never written yet
 
   // The same pointers for every call, as in a captured graph.
-  cuda::StepUpdateLaunch launch{.steps = d_steps.view("steps"),
-                                .step_count = scheduler.num_calls(),
-                                .step_index = d_index.view("step_index"),
-                                .model_output = d_model_output.view("model_output"),
-                                .sample = d_sample.view("sample"),
-                                .noise = any_noise ? d_noise.view("noise") : cuda::GlobalPtr<float>(),
-                                .elements = std::int64_t(elements)};
+  cuda::StepUpdateLaunch<T> launch{.steps = d_steps.view("steps"),
+                                   .step_count = scheduler.num_calls(),
+                                   .step_index = d_index.view("step_index"),
+                                   .model_output = d_model_output.view("model_output"),
+                                   .sample = d_sample.view("sample"),
+                                   .noise = any_noise ? d_noise.view("noise") : cuda::GlobalPtr<float>(),
+                                   .elements = std::int64_t(elements)};
   for (int s = 0; s < slots; ++s) launch.history[s] = d_history[std::size_t(s)].view("history");
+  const cuda::ModelInputLaunch<T> input_launch{.steps = d_steps.view("steps"),
+                                               .step_count = scheduler.num_calls(),
+                                               .step_index = d_index.view("step_index"),
+                                               .latents = d_sample.view("latents"),
+                                               .unet_in = d_unet_in.view("unet_in"),
+                                               .t = d_t.view("t"),
+                                               .elements = std::int64_t(elements),
+                                               .copies = std::int64_t(rows),
+                                               .rows = std::int64_t(rows) * shape.n};
 
   std::array<bool, schedulers::kHistorySlots> written{};
   std::vector<float> guided(elements), noise;
@@ -137,8 +177,12 @@ std::size_t run_generation(const Scheduler& scheduler, std::optional<double> gui
   for (int call = 0; call < scheduler.num_calls(); ++call) {
     CAPTURE(call);
     const StepPlan& plan = scheduler.plan(call);
-    const std::vector<float> unet_out = randn_f16(rows * elements, seed * 1000 + std::uint64_t(call));
-    upload(d_model_output, to_f16_bits(unet_out));
+    cuda::model_input(input_launch);
+    check_model_input<T>(d_unet_in.template to_host<std::uint16_t>(), d_t.to_host(), sample,
+                         table[std::size_t(call)]);
+
+    const std::vector<float> unet_out = randn<T>(rows * elements, seed * 1000 + std::uint64_t(call));
+    upload(d_model_output, to_bits<T>(unet_out));
     if (scheduler.needs_noise(call)) {
       noise.assign(elements, 0.0f);
       generator.randn(noise);
@@ -184,10 +228,14 @@ std::size_t run_generation(const Scheduler& scheduler, std::optional<double> gui
     }
   }
 
-  // The index now points past the table: a further launch must change nothing.
-  const std::vector<float> before = d_sample.to_host();
+  // The index now points past the table: further launches must change nothing.
+  const std::vector<float> before = d_sample.to_host(), t_before = d_t.to_host();
+  const std::vector<std::uint16_t> unet_in_before = d_unet_in.template to_host<std::uint16_t>();
   cuda::step_update(launch);
+  cuda::model_input(input_launch);
   CHECK(compare(d_sample.to_host(), before).differing == 0);
+  CHECK(d_unet_in.template to_host<std::uint16_t>() == unet_in_before);
+  CHECK(compare(d_t.to_host(), t_before).differing == 0);
   return clamped;
 }
 
@@ -233,43 +281,51 @@ Scheduler build(const SchedulerCase& k) {
   return Scheduler(schedulers::algorithm_from_name(k.name), config, k.options);
 }
 
-TEST_CASE("the step kernel equals the CPU guidance loop + apply_step_plan bit for bit, every scheduler",
-          "[cuda][step]") {
+// Small: both formats run every scheduler, guided and not.
+TEMPLATE_TEST_CASE("the step kernel and model_input equal the CPU guidance loop + apply_step_plan bit for bit, "
+                   "every scheduler",
+                   "[cuda][step]", __half, __nv_bfloat16) {
+  using T = TestType;
   const LatentShape small{2, 3, 5, 4};
   std::uint64_t seed = 100;
   for (const SchedulerCase& k : scheduler_cases()) {
-    CAPTURE(k.why);
+    CAPTURE(k.why, Format<T>::kName);
     const Scheduler scheduler = build(k);
     {
       INFO("guided, scale 7.5");
-      run_generation(scheduler, 7.5, small, ++seed);
+      run_generation<T>(scheduler, 7.5, small, ++seed);
     }
     {
       INFO("unguided");
-      run_generation(scheduler, std::nullopt, small, ++seed);
+      run_generation<T>(scheduler, std::nullopt, small, ++seed);
     }
   }
 }
 
-TEST_CASE("the step kernel clamps x0 for DDIM's clip_sample and reads noise where the plan draws it", "[cuda][step]") {
+TEMPLATE_TEST_CASE("the step kernel clamps x0 for DDIM's clip_sample and reads noise where the plan draws it",
+                   "[cuda][step]", __half, __nv_bfloat16) {
+  using T = TestType;
+  CAPTURE(Format<T>::kName);
   SECTION("clip") {
     const Scheduler scheduler = build(kDdimClip);
     REQUIRE(scheduler.plan(0).clip);
     // At the first steps x0 = (x - sqrt(1 - a) eps) / sqrt(a) is far outside [-1, 1] for random
     // inputs: most elements are clamped, so the clamp is what the comparison checks.
-    CHECK(run_generation(scheduler, 7.5, {1, 8, 8, 4}, 7) > 64);
+    CHECK(run_generation<T>(scheduler, 7.5, {1, 8, 8, 4}, 7) > 64);
   }
   SECTION("noise") {
     const Scheduler scheduler = build(kDdimNoise);
     for (int call = 0; call < scheduler.num_calls(); ++call) REQUIRE(scheduler.needs_noise(call));
-    run_generation(scheduler, 7.5, {1, 8, 8, 4}, 8);
+    run_generation<T>(scheduler, 7.5, {1, 8, 8, 4}, 8);
   }
 }
 
+// fp16 only: the kernel has one path, whose index arithmetic does not depend on T, and bf16 runs
+// every scheduler above on the small latent.
 TEST_CASE("the step kernel at the size of a 512x512 latent", "[cuda][step]") {
   // 16384 elements: 64 full blocks, guided, for a multistep solver and a noisy one.
-  run_generation(build(kDpmSolver), 7.5, {1, 64, 64, 4}, 9);
-  run_generation(build(kEulerAncestral), 7.5, {1, 64, 64, 4}, 10);
+  run_generation<__half>(build(kDpmSolver), 7.5, {1, 64, 64, 4}, 9);
+  run_generation<__half>(build(kEulerAncestral), 7.5, {1, 64, 64, 4}, 10);
 }
 
 // ---- the conversion, on the host

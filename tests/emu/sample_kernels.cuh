@@ -189,9 +189,10 @@ __global__ void histogram_kernel(HistogramParams p) {
 
 // ---- tensor cores: C = A·B with mma.m16n8k16, one 16x8 tile of C per warp
 
+template <class T>  // __half or __nv_bfloat16: the mma's operand format
 struct GemmParams {
-  GlobalPtr<const __half> a;  // [m, k], row-major
-  GlobalPtr<const __half> b;  // [k, n], row-major
+  GlobalPtr<const T> a;  // [m, k], row-major
+  GlobalPtr<const T> b;  // [k, n], row-major
   GlobalPtr<float> c;         // [m, n], row-major
   int m, n, k;                // multiples of 16, 8 and 16
 };
@@ -214,14 +215,16 @@ __device__ __forceinline__ int a_fragment_col(int lane, int i) {
 }
 
 // The warp's tile origin in C; false for warps beyond the matrix.
-__device__ __forceinline__ bool gemm_tile(const GemmParams& p, int& m0, int& n0) {
+template <class T>
+__device__ __forceinline__ bool gemm_tile(const GemmParams<T>& p, int& m0, int& n0) {
   const int warp = int(blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32);
   m0 = warp / (p.n / 8) * 16;
   n0 = warp % (p.n / 8) * 8;
   return m0 < p.m;
 }
 
-__device__ __forceinline__ void store_accumulators(const GemmParams& p, int m0, int n0, const float (&acc)[4]) {
+template <class T>
+__device__ __forceinline__ void store_accumulators(const GemmParams<T>& p, int m0, int n0, const float (&acc)[4]) {
   const int lane = int(threadIdx.x % 32);
   for (int i = 0; i < 4; ++i) {
     const int row = m0 + lane / 4 + 8 * (i / 2);
@@ -231,8 +234,8 @@ __device__ __forceinline__ void store_accumulators(const GemmParams& p, int m0, 
 }
 
 // Fragments loaded element by element from global memory, by the PTX layout formulas.
-template <AFragmentLayout Layout>
-__global__ void mma_gemm_direct_kernel(GemmParams p) {
+template <AFragmentLayout Layout, class T>
+__global__ void mma_gemm_direct_kernel(GemmParams<T> p) {
   int m0 = 0;
   int n0 = 0;
   if (!gemm_tile(p, m0, n0)) return;  // a whole warp leaves: no warp operation is split
@@ -243,15 +246,15 @@ __global__ void mma_gemm_direct_kernel(GemmParams p) {
     for (int r = 0; r < 4; ++r) {  // register r holds elements 2r (low half) and 2r + 1
       const int row = m0 + a_fragment_row<Layout>(lane, 2 * r);
       const int col = k0 + a_fragment_col<Layout>(lane, 2 * r);
-      a[r] = cuda::pack_half2(p.a[row * p.k + col], p.a[row * p.k + col + 1]);
+      a[r] = cuda::pack2(p.a[row * p.k + col], p.a[row * p.k + col + 1]);
     }
     std::uint32_t b[2];
     for (int r = 0; r < 2; ++r) {  // b(2r), b(2r+1): rows k and k + 1 of column n0 + lane / 4
       const int k = k0 + 2 * (lane % 4) + 8 * r;
       const int col = n0 + lane / 4;
-      b[r] = cuda::pack_half2(p.b[k * p.n + col], p.b[(k + 1) * p.n + col]);
+      b[r] = cuda::pack2(p.b[k * p.n + col], p.b[(k + 1) * p.n + col]);
     }
-    cuda::mma_m16n8k16_row_col(acc, a, b);
+    cuda::mma_m16n8k16_row_col<T>(acc, a, b);
   }
   store_accumulators(p, m0, n0, acc);
 }
@@ -261,15 +264,16 @@ __global__ void mma_gemm_direct_kernel(GemmParams p) {
 // (blockDim.x / 32) * kGemmStageHalves * 2 bytes of dynamic shared memory.
 constexpr int kGemmStageHalves = 16 * 16 + 16 * 8;
 
-__global__ void mma_gemm_ldmatrix_kernel(GemmParams p) {
-  SDGEN_DYNAMIC_SHARED(__half, stage);
+template <class T>
+__global__ void mma_gemm_ldmatrix_kernel(GemmParams<T> p) {
+  SDGEN_DYNAMIC_SHARED(T, stage);
   int m0 = 0;
   int n0 = 0;
   if (!gemm_tile(p, m0, n0)) return;
   const int lane = int(threadIdx.x % 32);
   const int warp_in_block = int(threadIdx.x / 32);
-  const SharedPtr<__half> a_tile = stage.slice(warp_in_block * kGemmStageHalves, 16 * 16);
-  const SharedPtr<__half> b_tile = stage.slice(warp_in_block * kGemmStageHalves + 16 * 16, 16 * 8);
+  const SharedPtr<T> a_tile = stage.slice(warp_in_block * kGemmStageHalves, 16 * 16);
+  const SharedPtr<T> b_tile = stage.slice(warp_in_block * kGemmStageHalves + 16 * 16, 16 * 8);
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   for (int k0 = 0; k0 < p.k; k0 += 16) {
     // 16 bytes (8 halves) per copy: A's 16 rows are 32 copies, one per lane; B's 16 rows are 16.
@@ -286,7 +290,7 @@ __global__ void mma_gemm_ldmatrix_kernel(GemmParams p) {
     // x2.trans over B stored [k][n]: lanes 0-7 address k rows 0-7 (b0,b1), 8-15 rows 8-15 (b2,b3).
     std::uint32_t b[2];
     cuda::ldmatrix_trans<2>(b, b_tile + (lane % 16) * 8);
-    cuda::mma_m16n8k16_row_col(acc, a, b);
+    cuda::mma_m16n8k16_row_col<T>(acc, a, b);
     __syncwarp();  // all reads of the tiles are done before the next copies overwrite them
   }
   store_accumulators(p, m0, n0, acc);

@@ -207,29 +207,31 @@ namespace {
 // which is what a layout test needs; bigger matrices would only repeat the same index pattern.
 constexpr int kM = 32, kN = 16, kK = 48;
 
+template <class T>
 struct GemmCase {
-  std::vector<__half> a, b;
-  std::vector<double> c;      // the exact product of the fp16 inputs
+  std::vector<T> a, b;
+  std::vector<double> c;      // the exact product of the 16-bit inputs
   std::vector<double> bound;  // per element: the error allowed
 };
 
-// Inputs uniform in [-1, 1], rounded to fp16. The reference is computed in double from the same
-// fp16 values, so it differs from any correct kernel only by fp32 accumulation error. The bound
-// allows K * 2^-22 * sum_k |a_ik b_kj|: four times the worst case of K round-to-nearest fp32 additions,
-// which leaves room for the tensor core's unspecified internal rounding; a misplaced fragment element
-// costs an error of the size of the terms themselves, several orders of magnitude more.
-GemmCase make_gemm_case(unsigned seed) {
+// Inputs uniform in [-1, 1], rounded to T (fp16 or bf16). The reference is computed in double from
+// the same rounded values, so it differs from any correct kernel only by fp32 accumulation error.
+// The bound allows K * 2^-22 * sum_k |a_ik b_kj|: four times the worst case of K round-to-nearest
+// fp32 additions, which leaves room for the tensor core's unspecified internal rounding; a misplaced
+// fragment element, or operands read in the other 16-bit format, costs an error of the size of the
+// terms themselves, several orders of magnitude more.
+template <class T>
+GemmCase<T> make_gemm_case(unsigned seed) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  GemmCase g;
-  for (int i = 0; i < kM * kK; ++i) g.a.push_back(__float2half(dist(rng)));
-  for (int i = 0; i < kK * kN; ++i) g.b.push_back(__float2half(dist(rng)));
+  GemmCase<T> g;
+  for (int i = 0; i < kM * kK; ++i) g.a.push_back(T(dist(rng)));
+  for (int i = 0; i < kK * kN; ++i) g.b.push_back(T(dist(rng)));
   for (int m = 0; m < kM; ++m)
     for (int n = 0; n < kN; ++n) {
       double sum = 0.0, magnitude = 0.0;
       for (int k = 0; k < kK; ++k) {
-        const double term =
-            double(__half2float(g.a[std::size_t(m * kK + k)])) * double(__half2float(g.b[std::size_t(k * kN + n)]));
+        const double term = double(float(g.a[std::size_t(m * kK + k)])) * double(float(g.b[std::size_t(k * kN + n)]));
         sum += term;
         magnitude += std::fabs(term);
       }
@@ -240,14 +242,15 @@ GemmCase make_gemm_case(unsigned seed) {
 }
 
 // How many elements of the kernel's C lie outside the bound.
-int run_gemm(const cuda::Kernel<GemmParams>& kernel, std::size_t shared_bytes, const GemmCase& g) {
-  DeviceBuffer<__half> a(g.a), b(g.b);
+template <class T>
+int run_gemm(const cuda::Kernel<GemmParams<T>>& kernel, std::size_t shared_bytes, const GemmCase<T>& g) {
+  DeviceBuffer<T> a(g.a), b(g.b);
   DeviceBuffer<float> c(kM * kN);
   constexpr int warps_per_block = 2;
   const int warps = (kM / 16) * (kN / 8);
   cuda::launch(kernel,
                {.grid = unsigned(warps / warps_per_block), .block = 32 * warps_per_block, .shared_bytes = shared_bytes},
-               GemmParams{.a = a.view("a"), .b = b.view("b"), .c = c.view("c"), .m = kM, .n = kN, .k = kK});
+               GemmParams<T>{.a = a.view("a"), .b = b.view("b"), .c = c.view("c"), .m = kM, .n = kN, .k = kK});
   const std::vector<float> result = c.to_host();
   int outside = 0;
   for (std::size_t i = 0; i < result.size(); ++i)
@@ -257,22 +260,35 @@ int run_gemm(const cuda::Kernel<GemmParams>& kernel, std::size_t shared_bytes, c
 
 }  // namespace
 
-TEST_CASE("mma.m16n8k16 with fragments indexed by the PTX layout computes A·B", "[emu][mma]") {
-  const GemmCase g = make_gemm_case(5);
-  CHECK(run_gemm(SDGEN_KERNEL(mma_gemm_direct_kernel<AFragmentLayout::Ptx>), 0, g) == 0);
+TEMPLATE_TEST_CASE("mma.m16n8k16 with fragments indexed by the PTX layout computes A·B", "[emu][mma]", __half,
+                   __nv_bfloat16) {
+  const GemmCase<TestType> g = make_gemm_case<TestType>(5);
+  CHECK(run_gemm(SDGEN_KERNEL(mma_gemm_direct_kernel<AFragmentLayout::Ptx, TestType>), 0, g) == 0);
 }
 
-TEST_CASE("mma.m16n8k16 fed by cp.async and ldmatrix computes A·B", "[emu][mma]") {
-  const GemmCase g = make_gemm_case(6);
-  CHECK(run_gemm(SDGEN_KERNEL(mma_gemm_ldmatrix_kernel), 2 * kGemmStageHalves * sizeof(__half), g) == 0);
+TEMPLATE_TEST_CASE("mma.m16n8k16 fed by cp.async and ldmatrix computes A·B", "[emu][mma]", __half, __nv_bfloat16) {
+  const GemmCase<TestType> g = make_gemm_case<TestType>(6);
+  CHECK(run_gemm(SDGEN_KERNEL(mma_gemm_ldmatrix_kernel<TestType>), 2 * kGemmStageHalves * sizeof(TestType), g) == 0);
 }
 
 TEST_CASE("a wrong A-fragment index gives a product the comparison rejects", "[emu][mma]") {
-  const GemmCase g = make_gemm_case(7);
+  const GemmCase<__half> g = make_gemm_case<__half>(7);
   // Swapping two of the four registers misplaces half of A in every tile: nearly every element of
   // C is wrong, not just a few.
-  CHECK(run_gemm(SDGEN_KERNEL(mma_gemm_direct_kernel<AFragmentLayout::SecondAndThirdRegistersSwapped>), 0, g) >
+  CHECK(run_gemm(SDGEN_KERNEL(mma_gemm_direct_kernel<AFragmentLayout::SecondAndThirdRegistersSwapped, __half>), 0, g) >
         kM * kN / 2);
+}
+
+TEST_CASE("bf16 operands given to an fp16 mma give a product the comparison rejects", "[emu][mma]") {
+  // The same bits read in the other format: the check that the bf16 instantiation really runs the
+  // bf16 instruction (in emulation, the collective's format) rather than the fp16 one.
+  const GemmCase<__nv_bfloat16> g = make_gemm_case<__nv_bfloat16>(8);
+  GemmCase<__half> misread;
+  for (const __nv_bfloat16 v : g.a) misread.a.push_back(cuda::storage_from_bits<__half>(cuda::storage_bits(v)));
+  for (const __nv_bfloat16 v : g.b) misread.b.push_back(cuda::storage_from_bits<__half>(cuda::storage_bits(v)));
+  misread.c = g.c;
+  misread.bound = g.bound;
+  CHECK(run_gemm(SDGEN_KERNEL(mma_gemm_direct_kernel<AFragmentLayout::Ptx, __half>), 0, misread) > kM * kN / 2);
 }
 
 // 10 vectors in blocks of 4 threads: three blocks, the last one partial.

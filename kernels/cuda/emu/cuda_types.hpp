@@ -1,11 +1,12 @@
 // CUDA's built-in value types, as the emulation build spells them.
 //
-// Kernel sources name `dim3`, `uint3`, `__half` and `__half2` exactly as they do under nvcc, so the
-// emulator has to provide types of those names in the global namespace, where CUDA puts them. They
-// are plain structs: `__half` stores the IEEE binary16 bits and converts through lib/core/half.hpp,
-// which is bit-exact with the GPU's round-to-nearest-even conversions, so an fp16 value read by an
+// Kernel sources name `dim3`, `uint3`, `__half`, `__half2` and `__nv_bfloat16` exactly as they do
+// under nvcc, so the emulator has to provide types of those names in the global namespace, where
+// CUDA puts them. They are plain structs: `__half` stores the IEEE binary16 bits and
+// `__nv_bfloat16` the top 16 bits of an fp32, both converting through lib/core/half.hpp, which is
+// bit-exact with the GPU's round-to-nearest-even conversions, so a 16-bit value read by an
 // emulated kernel equals the one the GPU would read. Only the conversions and bit casts that
-// kernels use are here; half arithmetic is not (our kernels compute in fp32 and store fp16).
+// kernels use are here; 16-bit arithmetic is not (our kernels compute in fp32 and store 16 bits).
 //
 // Only included by the emulation build (kernels/cuda/device_api.cuh chooses); never next to
 // <cuda_runtime.h>, whose types these would collide with.
@@ -41,6 +42,14 @@ struct alignas(16) uint4 {
   unsigned x, y, z, w;
 };
 
+// CUDA's bf16 (cuda_bf16.h), converting implicitly like __half.
+struct __nv_bfloat16 {
+  std::uint16_t bits = 0;
+  __nv_bfloat16() = default;
+  __nv_bfloat16(float f) : bits(sdgen::f32_to_bf16(f)) {}
+  operator float() const { return sdgen::bf16_to_f32(bits); }
+};
+
 struct __half2 {
   __half x, y;  // x is the low 16 bits of the 32-bit register, as on the GPU
 };
@@ -57,5 +66,14 @@ inline __half __ushort_as_half(unsigned short u) {
   h.bits = u;
   return h;
 }
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16(f); }
+inline float __bfloat162float(__nv_bfloat16 h) { return float(h); }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.bits; }
+inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) {
+  __nv_bfloat16 h;
+  h.bits = u;
+  return h;
+}
+inline __half __float2half_rn(float f) { return __half(f); }
 inline unsigned __float_as_uint(float f) { return std::bit_cast<unsigned>(f); }
 inline float __uint_as_float(unsigned u) { return std::bit_cast<float>(u); }

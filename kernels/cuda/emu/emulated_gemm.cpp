@@ -20,8 +20,13 @@ namespace sdgen::cuda {
 
 namespace emu {
 
-void host_gemm(const GemmCall& call) {
+void host_gemm(const GemmCall& call, DType storage) {
   const GemmKey& key = call.key;
+  if (storage != DType::F16 && storage != DType::BF16)
+    throw BackendError(cat("host_gemm: ", dtype_name(storage), " is not a 16-bit storage format"));
+  const bool bf16 = storage == DType::BF16;
+  const auto value = [bf16](std::uint16_t bits) { return bf16 ? bf16_to_f32(bits) : f16_to_f32(bits); };
+  const auto stored = [bf16](float v) { return bf16 ? f32_to_bf16(v) : f32_to_f16(v); };
   const auto* a = static_cast<const std::uint16_t*>(call.a);
   const auto* w = static_cast<const std::uint16_t*>(call.w);
   const auto* c = static_cast<const std::uint16_t*>(call.c);
@@ -33,16 +38,16 @@ void host_gemm(const GemmCall& call) {
     throw BackendError("host_gemm: the call's C or bias pointer disagrees with its key");
   std::vector<float> row(static_cast<std::size_t>(key.k));
   for (std::int64_t i = 0; i < key.m; ++i) {
-    for (std::int64_t k = 0; k < key.k; ++k) row[std::size_t(k)] = f16_to_f32(a[i * key.a_row_stride + k]);
+    for (std::int64_t k = 0; k < key.k; ++k) row[std::size_t(k)] = value(a[i * key.a_row_stride + k]);
     for (std::int64_t j = 0; j < key.n; ++j) {
       float acc = 0.0f;
       const std::uint16_t* wj = w + j * key.k;
-      for (std::int64_t k = 0; k < key.k; ++k) acc += row[std::size_t(k)] * f16_to_f32(wj[k]);
+      for (std::int64_t k = 0; k < key.k; ++k) acc += row[std::size_t(k)] * value(wj[k]);
       float v = call.alpha * acc;
-      if (c) v += call.beta * f16_to_f32(c[i * key.c_row_stride + j]);
-      if (has_bias) v += f16_to_f32(bias[j]);
+      if (c) v += call.beta * value(c[i * key.c_row_stride + j]);
+      if (has_bias) v += value(bias[j]);
       if (gelu) v = 0.5f * v * (1.0f + std::tanh(0.79788456f * (v + 0.044715f * v * v * v)));
-      out[i * key.out_row_stride + j] = f32_to_f16(v);
+      out[i * key.out_row_stride + j] = stored(v);
     }
   }
 }
@@ -61,9 +66,12 @@ struct CudaFree {
 struct LtGemm::Impl {
   std::unique_ptr<void, CudaFree> memory;  // stands for cuBLASLt's workspace
   std::size_t workspace_bytes = 0;
+  DType storage = DType::F16;
   std::unordered_set<GemmKey, GemmKeyHash> keys;  // what gemm.cu would hold an algorithm for
 
-  explicit Impl(const LtGemmOptions& options) : workspace_bytes(options.cublaslt_workspace_bytes) {
+  explicit Impl(const LtGemmOptions& options)
+      : workspace_bytes(options.cublaslt_workspace_bytes), storage(options.storage) {
+    with_storage_type(storage, [](auto) {});  // refuses anything but F16 and BF16
     void* p = nullptr;
     if (workspace_bytes > 0 && cudaMalloc(&p, workspace_bytes) != cudaSuccess) {
       cudaGetLastError();
@@ -75,7 +83,7 @@ struct LtGemm::Impl {
 
   void matmul(const GemmCall& call, cudaStream_t stream) {
     keys.insert(call.key);
-    emu::enqueue(stream, "cublasLtMatmul (emulated)", [call] { emu::host_gemm(call); });
+    emu::enqueue(stream, "cublasLtMatmul (emulated)", [call, storage = storage] { emu::host_gemm(call, storage); });
   }
 };
 
@@ -88,11 +96,15 @@ std::size_t LtGemm::workspace_bytes() const { return impl_->workspace_bytes; }
 std::size_t LtGemm::cached_algorithms() const { return impl_->keys.size(); }
 
 void LtGemm::linear(const GemmLinear& op, cudaStream_t stream) {
-  run_linear(plan_linear(op), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
+  with_storage_type(impl_->storage, [&](auto t) {
+    run_linear<decltype(t)>(plan_linear(op), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
+  });
 }
 
 void LtGemm::conv2d(const GemmConv2d& op, const GemmScratch& scratch, cudaStream_t stream) {
-  run_conv2d(ConvPlan(op, scratch), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
+  with_storage_type(impl_->storage, [&](auto t) {
+    run_conv2d<decltype(t)>(ConvPlan(op, scratch), stream, [&](const GemmCall& call) { impl_->matmul(call, stream); });
+  });
 }
 
 }  // namespace sdgen::cuda

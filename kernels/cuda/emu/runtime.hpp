@@ -109,6 +109,10 @@ enum class WarpOp : std::uint8_t {
   LdmatrixTrans,
 };
 
+// The variant of WarpOp::MmaM16N8K16: the format of its A and B operands.
+inline constexpr int kMmaF16 = 0;
+inline constexpr int kMmaBf16 = 1;
+
 // The shared-memory row one lane hands to ldmatrix, with what messages call it.
 struct RowAddress {
   const std::byte* p = nullptr;

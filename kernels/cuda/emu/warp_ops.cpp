@@ -94,13 +94,14 @@ void reduce(WarpOp op, const WarpLanes& lanes) {
     if (l != nullptr) l->result = std::uint32_t(acc);
 }
 
-// ---- mma.m16n8k16.row.col, f16 inputs, f32 accumulators
+// ---- mma.m16n8k16.row.col, f16 or bf16 inputs (the variant), f32 accumulators
 
-float low_half(std::uint32_t reg) { return f16_to_f32(std::uint16_t(reg & 0xffffu)); }
-float high_half(std::uint32_t reg) { return f16_to_f32(std::uint16_t(reg >> 16)); }
-float element(std::uint32_t reg, int i) { return (i & 1) ? high_half(reg) : low_half(reg); }
+float element(std::uint32_t reg, int i, int format) {
+  const auto bits = std::uint16_t((i & 1) ? reg >> 16 : reg & 0xffffu);
+  return format == kMmaBf16 ? bf16_to_f32(bits) : f16_to_f32(bits);
+}
 
-void mma_m16n8k16(const WarpLanes& lanes) {
+void mma_m16n8k16(int format, const WarpLanes& lanes) {
   float a[16][16];
   float b[16][8];
   float c[16][8];
@@ -111,16 +112,16 @@ void mma_m16n8k16(const WarpLanes& lanes) {
     for (int i = 0; i < 8; ++i) {                  // a0..a7, two per register
       const int row = group + ((i >> 1) & 1) * 8;  // + 8 for a2, a3, a6, a7
       const int col = in_group * 2 + (i & 1) + (i >= 4 ? 8 : 0);
-      a[row][col] = element(l.a[std::size_t(i / 2)], i);
+      a[row][col] = element(l.a[std::size_t(i / 2)], i, format);
     }
     for (int i = 0; i < 4; ++i) {  // b0..b3
       const int k = in_group * 2 + (i & 1) + (i >= 2 ? 8 : 0);
-      b[k][group] = element(l.b[std::size_t(i / 2)], i);
+      b[k][group] = element(l.b[std::size_t(i / 2)], i, format);
     }
     for (int i = 0; i < 4; ++i)  // c0..c3
       c[group + (i >= 2 ? 8 : 0)][in_group * 2 + (i & 1)] = l.acc[std::size_t(i)];
   }
-  // Products of fp16 values are exact in double and the sum is far more precise than fp32, so D
+  // Products of fp16 or bf16 values are exact in double and the sum is far more precise than fp32, so D
   // is A·B + C rounded (in effect) once to fp32. The tensor core's own rounding of the sum is not
   // specified by PTX and is not modelled; tests allow for it.
   float d[16][8];
@@ -180,7 +181,7 @@ void complete_warp_op(WarpOp op, int variant, unsigned mask, const WarpLanes& la
     case WarpOp::Syncwarp:
       return;
     case WarpOp::MmaM16N8K16:
-      return mma_m16n8k16(lanes);
+      return mma_m16n8k16(variant, lanes);
     case WarpOp::Ldmatrix:
     case WarpOp::LdmatrixTrans:
       return ldmatrix(op, variant, lanes);
@@ -216,7 +217,7 @@ std::string warp_op_name(WarpOp op, int variant) {
     case WarpOp::Syncwarp:
       return "__syncwarp";
     case WarpOp::MmaM16N8K16:
-      return "mma.m16n8k16";
+      return variant == kMmaBf16 ? "mma.m16n8k16 (bf16)" : "mma.m16n8k16 (f16)";
     case WarpOp::Ldmatrix:
       return cat("ldmatrix.x", variant);
     case WarpOp::LdmatrixTrans:

@@ -21,22 +21,27 @@
 
 namespace sdgen::cuda {
 
-// D = A·B + D for one warp: mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32.
-inline void mma_m16n8k16_row_col(float (&acc)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2],
-                                 std::source_location where = std::source_location::current()) {
+// D = A·B + D for one warp: mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32. The
+// collective's variant names the operands' format, so lanes that disagree on it are a fault.
+template <class T>
+void mma_m16n8k16_row_col(float (&acc)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2],
+                          std::source_location where = std::source_location::current()) {
+  static_assert(kIsStorage<T>, "mma: T is __half or __nv_bfloat16");
   emu::LaneRegisters regs;
   std::copy(a, a + 4, regs.a.begin());
   std::copy(b, b + 2, regs.b.begin());
   std::copy(acc, acc + 4, regs.acc.begin());
-  emu::warp_collective(emu::WarpOp::MmaM16N8K16, 0, 0xffffffffu, regs, where);
+  const int format = std::is_same_v<T, __half> ? emu::kMmaF16 : emu::kMmaBf16;
+  emu::warp_collective(emu::WarpOp::MmaM16N8K16, format, 0xffffffffu, regs, where);
   std::copy(regs.acc.begin(), regs.acc.end(), acc);
 }
 
 namespace emu {
 
-template <int N>
-void ldmatrix_collective(WarpOp op, std::uint32_t (&r)[N], SharedPtr<const __half> row, std::source_location where) {
+template <int N, class T>
+void ldmatrix_collective(WarpOp op, std::uint32_t (&r)[N], SharedPtr<T> row, std::source_location where) {
   static_assert(N == 1 || N == 2 || N == 4, "ldmatrix loads 1, 2 or 4 matrices");
+  static_assert(sizeof(T) == 2, "ldmatrix moves 16-bit elements");
   LaneRegisters regs;
   // Only lanes 0..8N-1 supply row addresses; the others' are ignored, as on sm_80.
   if (lane_id() < 8 * N) {
@@ -50,15 +55,15 @@ void ldmatrix_collective(WarpOp op, std::uint32_t (&r)[N], SharedPtr<const __hal
 }  // namespace emu
 
 // ldmatrix.sync.aligned.m8n8.x{N}.shared.b16: lane l supplies row l%8 of matrix l/8.
-template <int N>
-void ldmatrix(std::uint32_t (&r)[N], SharedPtr<const __half> row,
+template <int N, class T>
+void ldmatrix(std::uint32_t (&r)[N], SharedPtr<T> row,
               std::source_location where = std::source_location::current()) {
   emu::ldmatrix_collective(emu::WarpOp::Ldmatrix, r, row, where);
 }
 
 // ldmatrix.sync.aligned.m8n8.x{N}.trans.shared.b16: the same rows, delivered transposed.
-template <int N>
-void ldmatrix_trans(std::uint32_t (&r)[N], SharedPtr<const __half> row,
+template <int N, class T>
+void ldmatrix_trans(std::uint32_t (&r)[N], SharedPtr<T> row,
                     std::source_location where = std::source_location::current()) {
   emu::ldmatrix_collective(emu::WarpOp::LdmatrixTrans, r, row, where);
 }
