@@ -241,6 +241,7 @@ class CudaBackend final : public Backend {
     embedding_error_.emplace(memory_, sizeof(int), "the embedding check");
   }
   ~CudaBackend() override {
+    if (step_graph_) cudaGraphExecDestroy(step_graph_);
     if (stream_) cudaStreamDestroy(stream_);
   }
 
@@ -537,6 +538,11 @@ class CudaBackend final : public Backend {
   Workspace scratch_{memory_, "the ops' scratch (split-K partials, group statistics)"};
   std::optional<DeviceBlock> embedding_error_;  // the embedding kernel's out-of-range flag
   std::size_t peak_used_ = 0;
+  // The last denoising step instantiated as a graph, kept across generations: the next loop's
+  // captured step updates it in place (cudaGraphExecUpdate) when its nodes match, which costs a
+  // fraction of instantiating a graph of hundreds of nodes anew.
+  cudaGraphExec_t step_graph_ = nullptr;
+  const void* step_graph_owner_ = nullptr;  // the loop whose step it holds now, if that loop lives
 };
 
 // The loop of one generation on the GPU. Its table of every call's coefficients and the current
@@ -547,8 +553,13 @@ class CudaBackend final : public Backend {
 //           cuBLASLt picks its algorithms, and neither may happen inside a capture (cudaMalloc
 //           is not capturable);
 //   call 1  is captured (cudaStreamCaptureModeGlobal, so any call that would break a graph fails
-//           the capture instead of silently running once), instantiated, then launched;
-//   later   calls launch the instantiated graph: one launch per step instead of hundreds.
+//           the capture instead of silently running once), then launched: taken into the
+//           backend's instance of the previous generation's step when the two graphs have the
+//           same nodes (the same request shape: only pointers and arguments differ), else
+//           instantiated anew in its place;
+//   later   calls launch the instance: one launch per step instead of hundreds.
+// Only the loop whose step the instance holds launches it, so a stale one (pointing at a previous
+// generation's arena) never runs; a loop whose step another loop's capture replaced captures again.
 // With CudaGraphs::Off every call runs as call 0 does (for finding a fault on a GPU).
 // The pipeline's contract (DenoisingLoop::run) keeps the captured work valid: the same arena
 // memory, rewound before each call; the noise uploaded into a fixed buffer before run().
@@ -566,7 +577,7 @@ class CudaDenoisingLoop final : public DenoisingLoop {
     b_.synchronize();
   }
   ~CudaDenoisingLoop() override {
-    if (exec_) cudaGraphExecDestroy(exec_);
+    if (b_.step_graph_owner_ == this) b_.step_graph_owner_ = nullptr;
   }
   CudaDenoisingLoop(const CudaDenoisingLoop&) = delete;
   CudaDenoisingLoop& operator=(const CudaDenoisingLoop&) = delete;
@@ -574,8 +585,8 @@ class CudaDenoisingLoop final : public DenoisingLoop {
   int call() const override { return call_; }
 
   void run(const std::function<void()>& step) override {
-    if (exec_) {
-      check_cuda(cudaGraphLaunch(exec_, b_.stream_), "launching the captured denoising step");
+    if (b_.step_graph_owner_ == this) {
+      check_cuda(cudaGraphLaunch(b_.step_graph_, b_.stream_), "launching the captured denoising step");
       ++call_;
       return;
     }
@@ -596,10 +607,11 @@ class CudaDenoisingLoop final : public DenoisingLoop {
     cudaGraph_t graph = nullptr;
     check_cuda(cudaStreamEndCapture(b_.stream_, &graph),
                "capturing the denoising step (an op in it synchronized, allocated or copied from the host)");
-    const cudaError_t instantiated = cudaGraphInstantiate(&exec_, graph, 0);
+    const cudaError_t taken = adopt(graph);
     cudaGraphDestroy(graph);
-    check_cuda(instantiated, "instantiating the captured denoising step");
-    check_cuda(cudaGraphLaunch(exec_, b_.stream_), "launching the captured denoising step");
+    check_cuda(taken, "instantiating the captured denoising step");
+    b_.step_graph_owner_ = this;
+    check_cuda(cudaGraphLaunch(b_.step_graph_, b_.stream_), "launching the captured denoising step");
   }
 
   void model_input(const Tensor& latents, const Tensor& unet_in, const Tensor& t) override {
@@ -634,6 +646,19 @@ class CudaDenoisingLoop final : public DenoisingLoop {
   }
 
  private:
+  // Makes b_.step_graph_ run `graph`: an update of the previous instance when the nodes match,
+  // else (the failed update's error cleared) a new instance in its place.
+  cudaError_t adopt(cudaGraph_t graph) {
+    b_.step_graph_owner_ = nullptr;
+    if (b_.step_graph_) {
+      cudaGraphExecUpdateResultInfo info{};
+      if (cudaGraphExecUpdate(b_.step_graph_, graph, &info) == cudaSuccess) return cudaSuccess;
+      cudaGetLastError();
+      cudaGraphExecDestroy(std::exchange(b_.step_graph_, nullptr));
+    }
+    return cudaGraphInstantiate(&b_.step_graph_, graph, 0);
+  }
+
   cuda::GlobalPtr<const StepCoefficients> table() const {
     return {static_cast<const StepCoefficients*>(table_.data()), steps_.size(), "steps"};
   }
@@ -644,7 +669,6 @@ class CudaDenoisingLoop final : public DenoisingLoop {
   DeviceBlock table_;
   DeviceBlock index_;
   int call_ = 0;
-  cudaGraphExec_t exec_ = nullptr;
 };
 
 template <class T>

@@ -15,6 +15,9 @@
 #include "kernels/backend.hpp"
 #include "kernels/cuda_backend.hpp"
 #include "lib/core/half.hpp"
+#if defined(SDGEN_CUDA_EMULATION)
+#include "kernels/cuda/emu/host_runtime.hpp"
+#endif
 
 using namespace sdgen;
 
@@ -129,4 +132,84 @@ TEST_CASE("a step that synchronizes cannot be captured, and says so", "[cuda_bac
   };
   loop->run(step);  // call 0 runs as it comes
   CHECK_THROWS_WITH(loop->run(step), Catch::Contains("capturing"));
+}
+
+namespace {
+
+// Runs `calls` calls of a loop on x, whose UNet is `extra_adds` + 1 adds (the result is the same
+// 2 * unet_in: the extra ones add zero times eps), and returns the latents.
+std::vector<float> generate(Backend& backend, LoopTensors& x, const std::vector<StepCoefficients>& steps,
+                            int extra_adds = 0) {
+  std::vector<float> latents = initial_latents();
+  backend.upload(Tensor::contiguous(latents.data(), DType::F32, x.latents.view().shape), x.latents);
+  const auto loop = backend.begin_denoising(steps);
+  for (std::size_t call = 0; call < steps.size(); ++call)
+    loop->run([&] {
+      loop->model_input(x.latents, x.unet_in, x.t);
+      backend.add(x.unet_in, nullptr, x.eps, {.alpha = 2.0f, .beta = 0.0f});
+      for (int k = 0; k < extra_adds; ++k) backend.add(x.eps, &x.eps.view(), x.eps, {.alpha = 1.0f, .beta = 0.0f});
+      loop->scheduler_step({.model_output = x.eps, .sample = x.latents});
+    });
+  return download(backend, x.latents);
+}
+
+// How many graphs the emulated runtime has instantiated and updated; on a GPU nothing observes
+// this, and the test checks what every generation computes.
+struct GraphCounts {
+  bool observed = false;
+  std::size_t instantiations = 0, updates = 0;
+};
+GraphCounts graph_counts() {
+#if defined(SDGEN_CUDA_EMULATION)
+  return {true, cuda::emu::graph_instantiations(), cuda::emu::graph_updates()};
+#else
+  return {};
+#endif
+}
+
+}  // namespace
+
+// A generation's captured step goes into the backend's instance of the previous generation's when
+// the two graphs have the same nodes (cudaGraphExecUpdate: the same ops on other tensors, with
+// other coefficients), so a prompt file instantiates its step once; a step of other nodes is
+// instantiated anew. Every generation still computes its own calls on its own tensors, bit for bit.
+TEST_CASE("later generations update the step's graph instance and compute their own calls", "[cuda_backend][loop]") {
+  const auto backend = make_cuda_backend({});
+  LoopTensors first(*backend), second(*backend);  // both alive: the second's tensors are elsewhere
+  const GraphCounts before = graph_counts();
+  const std::vector<StepCoefficients> four = coefficient_table(4), six = coefficient_table(6);
+  CHECK(generate(*backend, first, four) == reference_latents(four));
+  CHECK(generate(*backend, second, six) == reference_latents(six));
+  CHECK(generate(*backend, first, six, /*extra_adds=*/1) == reference_latents(six));  // other nodes
+  CHECK(generate(*backend, second, four, /*extra_adds=*/1) == reference_latents(four));
+  const GraphCounts after = graph_counts();
+  if (after.observed) {
+    CHECK(after.instantiations - before.instantiations == 2);  // the first step, and the one of other nodes
+    CHECK(after.updates - before.updates == 2);
+  }
+}
+
+// Two loops alive at once (the pipeline never does this, a caller may): the instance holds one
+// loop's step at a time, and a loop whose step the other replaced captures its own again.
+TEST_CASE("two live loops never replay each other's step", "[cuda_backend][loop]") {
+  const auto backend = make_cuda_backend({});
+  const std::vector<StepCoefficients> steps = coefficient_table(5);
+  LoopTensors a(*backend), b(*backend);
+  std::vector<float> latents = initial_latents();
+  for (LoopTensors* x : {&a, &b})
+    backend->upload(Tensor::contiguous(latents.data(), DType::F32, x->latents.view().shape), x->latents);
+  const auto loop_a = backend->begin_denoising(steps), loop_b = backend->begin_denoising(steps);
+  const auto call = [&](DenoisingLoop& loop, LoopTensors& x) {
+    loop.run([&] {
+      loop.model_input(x.latents, x.unet_in, x.t);
+      backend->add(x.unet_in, nullptr, x.eps, {.alpha = 2.0f, .beta = 0.0f});
+      loop.scheduler_step({.model_output = x.eps, .sample = x.latents});
+    });
+  };
+  for (std::size_t k = 0; k < steps.size(); ++k) {  // interleaved: a, b, a, b, ...
+    call(*loop_a, a);
+    call(*loop_b, b);
+  }
+  CHECK(download(*backend, a.latents) == reference_latents(steps));
+  CHECK(download(*backend, b.latents) == reference_latents(steps));
 }

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -21,24 +22,36 @@
 
 namespace sdgen::cuda::emu {
 
+// One recorded operation: what was queued, and the work.
+struct GraphNode {
+  const char* what;
+  std::function<void()> work;
+};
+
 struct StreamTag {
   // The graph being captured: null when the stream runs work as it is queued.
-  std::unique_ptr<std::vector<std::function<void()>>> capture;
+  std::unique_ptr<std::vector<GraphNode>> capture;
   bool capture_invalidated = false;
 };
 
 }  // namespace sdgen::cuda::emu
 
 struct CUgraph_st {
-  std::vector<std::function<void()>> work;
+  std::vector<sdgen::cuda::emu::GraphNode> nodes;
 };
 struct CUgraphExec_st {
-  std::vector<std::function<void()>> work;
+  std::vector<sdgen::cuda::emu::GraphNode> nodes;
 };
 
 namespace {
 
 using sdgen::cuda::emu::StreamTag;
+
+// What the graph-reuse tests observe (graph_instantiations, graph_updates).
+struct GraphCounts {
+  std::size_t instantiations = 0;
+  std::size_t updates = 0;
+} graph_counts;
 
 constexpr std::size_t kAlignment = 256;
 constexpr int kMultiprocessors = 132;
@@ -120,13 +133,16 @@ void enqueue(Stream stream, const char* what, std::function<void()> work) {
   StreamTag& s = resolve(stream);
   if (s.capture) {
     if (s.capture_invalidated) throw BackendError(cat(what, " queued on a stream whose capture was invalidated"));
-    s.capture->push_back(std::move(work));
+    s.capture->push_back({what, std::move(work)});
     return;
   }
   work();
 }
 
 bool capturing(Stream stream) { return resolve(stream).capture != nullptr; }
+
+std::size_t graph_instantiations() { return graph_counts.instantiations; }
+std::size_t graph_updates() { return graph_counts.updates; }
 
 std::size_t device_memory_capacity() { return device_memory().capacity; }
 
@@ -233,7 +249,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
   StreamTag& s = resolve(stream);
   if (stream == nullptr) return fail(cudaErrorStreamCaptureUnsupported);  // the legacy stream cannot capture
   if (s.capture) return fail(cudaErrorIllegalState);
-  s.capture = std::make_unique<std::vector<std::function<void()>>>();
+  s.capture = std::make_unique<std::vector<sdgen::cuda::emu::GraphNode>>();
   s.capture_invalidated = false;
   capturing_streams.push_back(&s);
   return cudaSuccess;
@@ -252,13 +268,27 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
   if (graph == nullptr) return fail(cudaErrorInvalidValue);
-  *exec = new CUgraphExec_st{graph->work};
+  *exec = new CUgraphExec_st{graph->nodes};
+  ++graph_counts.instantiations;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t graph, cudaGraphExecUpdateResultInfo* info) {
+  if (exec == nullptr || graph == nullptr) return fail(cudaErrorInvalidValue);
+  const bool same_topology =
+      std::ranges::equal(exec->nodes, graph->nodes, [](const auto& a, const auto& b) {
+        return std::string_view(a.what) == std::string_view(b.what);
+      });
+  if (info) info->result = same_topology ? 0 : 1;
+  if (!same_topology) return fail(cudaErrorGraphExecUpdateFailure);
+  exec->nodes = graph->nodes;
+  ++graph_counts.updates;
   return cudaSuccess;
 }
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (exec == nullptr) return fail(cudaErrorInvalidValue);
-  for (const auto& work : exec->work) sdgen::cuda::emu::enqueue(stream, "a graph's node", work);
+  for (const auto& node : exec->nodes) sdgen::cuda::emu::enqueue(stream, node.what, node.work);
   return cudaSuccess;
 }
 
@@ -285,6 +315,7 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorGraphExecUpdateFailure: return "the graph update was not performed (the graphs' nodes differ)";
   }
   return "unknown error";
 }

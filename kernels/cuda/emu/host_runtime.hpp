@@ -15,6 +15,10 @@
 //     cudaMalloc, a synchronous cudaMemcpy, a copy from or to host memory, which would read the
 //     host buffer at replay time) fail with cudaErrorStreamCaptureUnsupported and invalidate the
 //     capture, as on the GPU (there only in cudaStreamCaptureModeGlobal, the mode the backend uses).
+//   - A graph's nodes are the recorded work in order, each named by what was queued (a kernel's
+//     name, "cudaMemcpyAsync", ...). cudaGraphExecUpdate takes a new graph into an instantiated
+//     one when their nodes match one for one, as CUDA requires of a topology, else fails with
+//     cudaErrorGraphExecUpdateFailure and leaves the instance as it was.
 //   - Errors are sticky until cudaGetLastError reads them, as CUDA's non-fatal errors are.
 // Only included by the emulation build, through kernels/cuda/runtime_api.hpp.
 #pragma once
@@ -35,6 +39,7 @@ enum cudaError_t {
   cudaErrorLaunchFailure = 719,
   cudaErrorStreamCaptureUnsupported = 900,
   cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorGraphExecUpdateFailure = 910,
 };
 
 enum cudaMemcpyKind {
@@ -61,6 +66,11 @@ struct CUgraphExec_st;
 using cudaGraph_t = CUgraph_st*;
 using cudaGraphExec_t = CUgraphExec_st*;
 
+// What cudaGraphExecUpdate reports (CUDA's has the failing nodes too; nothing here reads them).
+struct cudaGraphExecUpdateResultInfo {
+  int result = 0;  // 0: updated
+};
+
 cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDeviceCount(int* count);
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int device);
@@ -79,6 +89,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream);
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode);
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph);
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags);
+cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t graph, cudaGraphExecUpdateResultInfo* info);
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
 cudaError_t cudaGraphDestroy(cudaGraph_t graph);
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
@@ -96,6 +107,11 @@ void enqueue(Stream stream, const char* what, std::function<void()> work);
 
 // Whether `stream` is capturing a graph now.
 bool capturing(Stream stream);
+
+// How many times cudaGraphInstantiate has made an instance in this process, and how many times
+// cudaGraphExecUpdate has updated one: what the tests of graph reuse observe.
+std::size_t graph_instantiations();
+std::size_t graph_updates();
 
 // The emulated device's capacity and what is allocated on it, in bytes.
 std::size_t device_memory_capacity();
