@@ -50,18 +50,13 @@ constexpr float kSigma = 4.0f;
 // ---- naive T: every intermediate rounded to T
 
 template <class T>
-float rnd(double x) {
-  return round_to<T>(float(x));
-}
-
-template <class T>
 float naive_times_sigmoid(float x, float z) {
-  return rnd<T>(x / rnd<T>(1.0 + rnd<T>(std::exp(-double(z)))));
+  return round_to<T>(x / round_to<T>(1.0 + round_to<T>(std::exp(-double(z)))));
 }
 
 template <class T>
 float naive_gelu(float x) {
-  return rnd<T>(rnd<T>(0.5 * x) * rnd<T>(1.0 + rnd<T>(std::erf(double(rnd<T>(x * 0.70710678118654752))))));
+  return round_to<T>(round_to<T>(0.5 * x) * round_to<T>(1.0 + round_to<T>(std::erf(double(round_to<T>(x * 0.70710678118654752))))));
 }
 
 template <class T>
@@ -70,11 +65,11 @@ float naive_act(Act a, float x) {
     case Act::Silu: return naive_times_sigmoid<T>(x, x);
     case Act::Gelu: return naive_gelu<T>(x);
     case Act::GeluTanh: {
-      const float cube = rnd<T>(double(rnd<T>(double(x) * x)) * x);
-      const float u = rnd<T>(0.79788456080286536 * rnd<T>(x + rnd<T>(0.044715 * cube)));
-      return rnd<T>(rnd<T>(0.5 * x) * rnd<T>(1.0 + rnd<T>(std::tanh(double(u)))));
+      const float cube = round_to<T>(double(round_to<T>(double(x) * x)) * x);
+      const float u = round_to<T>(0.79788456080286536 * round_to<T>(x + round_to<T>(0.044715 * cube)));
+      return round_to<T>(round_to<T>(0.5 * x) * round_to<T>(1.0 + round_to<T>(std::tanh(double(u)))));
     }
-    case Act::QuickGelu: return naive_times_sigmoid<T>(x, rnd<T>(1.702 * x));
+    case Act::QuickGelu: return naive_times_sigmoid<T>(x, round_to<T>(1.702 * x));
     case Act::None: return x;
   }
   return x;
@@ -196,8 +191,8 @@ TEMPLATE_TEST_CASE("add: a * alpha + b * beta with b absent, equal or broadcast,
                   {.alpha = k.alpha, .beta = k.beta});
     auto b_of = [&](std::size_t i) { return has_b ? b[i % std::size_t(nb)] : 0.0f; };
     for (std::size_t i = 0; i < a.size(); ++i)
-      naive[i] = has_b ? rnd<T>(rnd<T>(double(a[i]) * k.alpha) + rnd<T>(double(b_of(i)) * k.beta))
-                       : rnd<T>(double(a[i]) * k.alpha);
+      naive[i] = has_b ? round_to<T>(round_to<T>(double(a[i]) * k.alpha) + round_to<T>(double(b_of(i)) * k.beta))
+                       : round_to<T>(double(a[i]) * k.alpha);
 
     check_storage_rule<T>(got, ref, naive, half_ulp<T>(half_tensors::max_abs(ref)), what);
     check_each_element<T>(
@@ -260,7 +255,7 @@ TEMPLATE_TEST_CASE("geglu: hidden * gelu(gate) over rows, contiguous and strided
         const std::size_t o = std::size_t(r * k.f + c);
         hidden[o] = x[std::size_t(r * k.x_row_stride + c)];
         gate[o] = x[std::size_t(r * k.x_row_stride + k.f + c)];
-        naive[o] = rnd<T>(double(hidden[o]) * naive_gelu<T>(gate[o]));
+        naive[o] = round_to<T>(double(hidden[o]) * naive_gelu<T>(gate[o]));
       }
 
     check_storage_rule<T>(got, ref, naive, half_ulp<T>(half_tensors::max_abs(ref)), what);

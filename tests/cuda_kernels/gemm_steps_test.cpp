@@ -37,11 +37,6 @@ namespace sdgen::test::gemm_steps_test {
 using half_tensors::check_each_element;
 using half_tensors::Guarded;
 
-template <class T>
-float round_t(double x) {
-  return round_to<T>(float(x));
-}
-
 struct RowsCase {
   std::int64_t rows, cols, out_pad, residual_pad;
   std::size_t misalign;
@@ -106,7 +101,7 @@ TEMPLATE_TEST_CASE("rows epilogue: act(out) + residual over strided rows, every 
             x.push_back(out[i]);
             res_of.push_back(float(res));
             ref.push_back(float(reference_act(act, double(out[i])) + res));
-            naive.push_back(round_t<T>(double(round_t<T>(reference_act(act, double(out[i])))) + res));
+            naive.push_back(round_to<T>(double(round_to<T>(reference_act(act, double(out[i])))) + res));
           }
         INFO("padding columns changed: " << sentinels_lost);
         CHECK(sentinels_lost == 0);
@@ -148,7 +143,7 @@ TEMPLATE_TEST_CASE("conv bias: s * (bias + add) per channel, either term alone",
           const double b = terms != Terms::Add ? double(bias[c]) : 0.0;
           const double a = terms != Terms::Bias ? double(add[c]) : 0.0;
           ref[c] = float(scale * (b + a));
-          naive[c] = round_t<T>(double(round_t<T>(b + a)) * scale);
+          naive[c] = round_to<T>(double(round_to<T>(b + a)) * scale);
         }
         check_storage_rule<T>(got, ref, naive, half_ulp<T>(half_tensors::max_abs(ref)), "conv bias");
         check_each_element<T>(

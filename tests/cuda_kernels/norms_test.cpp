@@ -53,11 +53,6 @@ namespace sdgen::test::norms_test {
 using half_tensors::check_each_element;
 using half_tensors::f32_tensor;
 using half_tensors::Guarded;
-template <class T>
-float rnd(double x) {
-  return round_to<T>(float(x));
-}
-
 // N(mean, sigma^2) draws rounded to T.
 template <class T>
 std::vector<float> normal(std::size_t n, std::uint64_t seed, float mean, float sigma) {
@@ -68,7 +63,7 @@ std::vector<float> normal(std::size_t n, std::uint64_t seed, float mean, float s
 
 template <class T>
 float naive_silu(float y) {
-  return rnd<T>(y / rnd<T>(1.0 + rnd<T>(std::exp(-double(y)))));
+  return round_to<T>(y / round_to<T>(1.0 + round_to<T>(std::exp(-double(y)))));
 }
 
 // The statistics of `values` as a naive kernel in T would compute them: running sums in T.
@@ -79,20 +74,20 @@ struct NaiveStats {
 template <class T, class Values>
 NaiveStats naive_stats(const Values& values, std::int64_t count, float eps) {
   float sum = 0.0f;
-  values([&](float x) { sum = rnd<T>(double(sum) + x); });
-  const float mean = rnd<T>(double(sum) / double(count));
+  values([&](float x) { sum = round_to<T>(double(sum) + x); });
+  const float mean = round_to<T>(double(sum) / double(count));
   float sq = 0.0f;
   values([&](float x) {
-    const float d = rnd<T>(double(x) - mean);
-    sq = rnd<T>(double(sq) + rnd<T>(double(d) * d));
+    const float d = round_to<T>(double(x) - mean);
+    sq = round_to<T>(double(sq) + round_to<T>(double(d) * d));
   });
-  const float var = rnd<T>(double(sq) / double(count));
-  return {mean, rnd<T>(1.0 / double(rnd<T>(std::sqrt(double(rnd<T>(double(var) + eps))))))};
+  const float var = round_to<T>(double(sq) / double(count));
+  return {mean, round_to<T>(1.0 / double(round_to<T>(std::sqrt(double(round_to<T>(double(var) + eps))))))};
 }
 
 template <class T>
 float naive_affine(float x, NaiveStats s, float gamma, float beta) {
-  return rnd<T>(double(rnd<T>(double(rnd<T>(double(rnd<T>(double(x) - s.mean)) * s.rstd)) * gamma)) + beta);
+  return round_to<T>(double(round_to<T>(double(round_to<T>(double(round_to<T>(double(x) - s.mean)) * s.rstd)) * gamma)) + beta);
 }
 
 // A naive fp16 sum that overflows (a mean of 100 over more than 655 values) makes the naive
